@@ -1,0 +1,160 @@
+"""Turning a columnar batch into the model's input matrix, validated against the signature.
+
+Accepted batches: an Arrow Table or RecordBatch, a pandas DataFrame, a mapping of column name to array
+(or list), or a 2-D array whose columns are in the signature's order. Column order in a named batch never
+matters: columns are picked by name.
+
+    >>> from fourfold.model.signature import Feature, Signature
+    >>> sig = Signature.for_task("regression", [Feature("a"), Feature("b")])
+    >>> to_matrix({"b": [2.0], "a": [1.0]}, sig).tolist()
+    [[1.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from fourfold.errors import (
+    FeatureTypeError,
+    InputError,
+    MissingFeatureError,
+    NullFeatureError,
+    ShapeError,
+    UnknownFeatureError,
+)
+from fourfold.model.signature import Signature
+
+__all__ = ["as_columns", "row_to_matrix", "to_matrix"]
+
+_NUMERIC_KINDS = "fiub"
+
+
+def as_columns(batch: Any) -> dict[str, np.ndarray]:
+    """The batch's columns as NumPy arrays (Arrow nulls become NaN in float columns)."""
+    if isinstance(batch, Mapping):
+        return {str(k): _as_array(str(k), v) for k, v in batch.items()}
+    if hasattr(batch, "column_names") and hasattr(batch, "column"):  # pyarrow Table / RecordBatch
+        return {
+            name: _arrow_to_numpy(name, batch.column(i)) for i, name in enumerate(batch.column_names)
+        }
+    if hasattr(batch, "columns") and hasattr(batch, "to_numpy") and hasattr(batch, "iloc"):  # pandas
+        return {str(name): _as_array(str(name), batch[name].to_numpy()) for name in batch.columns}
+    raise InputError(
+        f"cannot read a batch of type {type(batch).__name__}; pass an Arrow table or record batch, "
+        "a pandas DataFrame, a dict of arrays, or a 2-D array in the signature's column order"
+    )
+
+
+def _arrow_to_numpy(name: str, column: Any) -> np.ndarray:
+    import pyarrow as pa
+
+    if hasattr(column, "combine_chunks"):
+        column = column.combine_chunks()
+    t = column.type
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
+        if pa.types.is_null(t):
+            return np.full(len(column), np.nan)
+        raise FeatureTypeError(name, "a number", f"an Arrow column of type {t}")
+    if column.null_count:
+        return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
+    return np.asarray(column.to_numpy(zero_copy_only=False))
+
+
+def _as_array(name: str, values: Any) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in _NUMERIC_KINDS:
+        return arr
+    if arr.dtype.kind == "O":
+        try:  # lists with None, or pandas' nullable columns: None -> NaN
+            return np.asarray(arr, dtype=np.float64)
+        except (TypeError, ValueError):
+            pass
+    bad = next((v for v in arr.ravel() if not isinstance(v, int | float | bool | np.number)), None)
+    shown = f"{type(bad).__name__} {bad!r}" if bad is not None else f"an array of dtype {arr.dtype}"
+    raise FeatureTypeError(name, "a number", shown)
+
+
+def to_matrix(
+    batch: Any,
+    signature: Signature,
+    dtype: type[np.floating[Any]] = np.float64,
+    *,
+    strict: bool = False,
+    model: str = "the model",
+) -> np.ndarray:
+    """A C-contiguous ``[rows, features]`` matrix in the signature's order, or an :class:`InputError`."""
+    features = signature.inputs
+    if isinstance(batch, np.ndarray) and batch.ndim == 2:
+        if batch.shape[1] != len(features):
+            raise ShapeError(
+                f"a 2-D array must have {len(features)} columns in the signature's order "
+                f"({', '.join(signature.feature_names)}); got {batch.shape[1]}"
+            )
+        if batch.dtype.kind not in _NUMERIC_KINDS:
+            raise FeatureTypeError("(2-D array)", "numeric", f"dtype {batch.dtype}")
+        x = np.ascontiguousarray(batch, dtype=dtype)
+    else:
+        if isinstance(batch, np.ndarray):
+            raise ShapeError(f"an array batch must be 2-D [rows, features]; got {batch.ndim}-D")
+        columns = as_columns(batch)
+        names = signature.feature_names
+        for name in names:
+            if name not in columns:
+                raise MissingFeatureError(name, list(names), model=model)
+        if strict and len(columns) != len(names):
+            unknown = [c for c in columns if signature.index(c) is None]
+            raise UnknownFeatureError(unknown, list(names), model=model)
+        n = len(columns[names[0]])
+        x = np.empty((n, len(names)), dtype=dtype)
+        for j, name in enumerate(names):
+            col = columns[name]
+            if col.ndim != 1 or len(col) != n:
+                raise ShapeError(
+                    f"feature {name!r} has shape {col.shape}; every feature must be 1-D with {n} rows"
+                )
+            x[:, j] = col
+    _check_nulls(x, signature)
+    return x
+
+
+def row_to_matrix(
+    row: Mapping[str, Any],
+    signature: Signature,
+    dtype: type[np.floating[Any]] = np.float64,
+    *,
+    strict: bool = False,
+    model: str = "the model",
+) -> np.ndarray:
+    """The low-latency single-row path: a ``[1, features]`` matrix from a mapping of scalars."""
+    names = signature.feature_names
+    try:
+        values = [row[name] for name in names]
+    except KeyError as exc:
+        raise MissingFeatureError(str(exc.args[0]), list(names), model=model) from None
+    if strict and len(row) != len(names):
+        unknown = [c for c in row if signature.index(c) is None]
+        raise UnknownFeatureError(unknown, list(names), model=model)
+    for name, value in zip(names, values, strict=True):
+        if value is None:
+            if not signature.inputs[signature._index[name]].nullable:
+                raise NullFeatureError(name, [0])
+        elif type(value) not in (float, int, bool) and not isinstance(value, float | int | np.number):
+            raise FeatureTypeError(name, "a number", f"{type(value).__name__} {value!r}")
+    x = np.array([[np.nan if v is None else v for v in values]], dtype=dtype)
+    _check_nulls(x, signature)
+    return x
+
+
+def _check_nulls(x: np.ndarray, signature: Signature) -> None:
+    required = [j for j, f in enumerate(signature.inputs) if not f.nullable]
+    if not required or x.size == 0:
+        return
+    sub = x if len(required) == x.shape[1] else x[:, required]
+    bad = np.isnan(sub)
+    if bad.any():
+        col = int(np.flatnonzero(bad.any(axis=0))[0])
+        rows = np.flatnonzero(bad[:, col])
+        raise NullFeatureError(signature.inputs[required[col]].name, [int(r) for r in rows[:100]])

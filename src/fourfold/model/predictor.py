@@ -1,0 +1,106 @@
+"""The predictor: the one object every pattern calls.
+
+    >>> # p = load_predictor("models:/fraud/production")
+    >>> # p.predict(arrow_table)["score"]      # columnar batch -> arrays
+    >>> # p.predict_one({"amount": 310.5, ...}) # one row, the low-latency path
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from fourfold.errors import FourfoldError
+from fourfold.model.inputs import row_to_matrix, to_matrix
+from fourfold.model.outputs import finish
+from fourfold.model.package import ModelPackage
+from fourfold.model.signature import Signature
+
+__all__ = ["Predictor", "RuntimeName"]
+
+RuntimeName = Literal["auto", "native", "onnx"]
+
+
+class _Runtime(Protocol):
+    input_dtype: type[np.floating[Any]]
+
+    def predict_raw(self, x: np.ndarray) -> np.ndarray: ...
+
+
+class Predictor:
+    """Scores columnar batches or single rows with a package's model, validated against its signature.
+
+    ``runtime="auto"`` takes ONNX Runtime when the package holds an ONNX file that passed parity and
+    ``onnxruntime`` is installed, else the native library. ``strict=True`` refuses unknown features.
+    """
+
+    def __init__(
+        self,
+        package: ModelPackage,
+        *,
+        runtime: RuntimeName = "auto",
+        strict: bool = False,
+        trusted: bool = False,
+        threads: int = 1,
+    ) -> None:
+        self.package = package
+        self.signature: Signature = package.signature
+        self.strict = strict
+        self.threshold = package.threshold
+        self.runtime, self._rt = _pick_runtime(package, runtime, trusted=trusted, threads=threads)
+        self._dtype = self._rt.input_dtype
+        self._label = package.label
+        self._task = self.signature.task
+
+    @property
+    def name(self) -> str:
+        return self.package.name
+
+    @property
+    def version(self) -> str | None:
+        return self.package.version
+
+    def predict(self, batch: Any) -> dict[str, np.ndarray]:
+        """Score a batch: Arrow table / record batch, pandas DataFrame, dict of arrays, or 2-D array."""
+        x = to_matrix(batch, self.signature, self._dtype, strict=self.strict, model=self._label)
+        return self.predict_matrix(x)
+
+    def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score a matrix already validated and in the signature's order (the patterns' hot path)."""
+        if len(x) == 0:
+            return finish(self._task, np.empty((0,) if self._task != "multiclass" else (0, 0)), self.threshold)
+        return finish(self._task, self._rt.predict_raw(x), self.threshold)
+
+    def predict_one(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        """Score one row given as a mapping of feature name to number; returns Python scalars."""
+        x = row_to_matrix(row, self.signature, self._dtype, strict=self.strict, model=self._label)
+        out = finish(self._task, self._rt.predict_raw(x), self.threshold)
+        return {k: (v[0].tolist()) for k, v in out.items()}
+
+    def __repr__(self) -> str:
+        return f"<Predictor {self._label} runtime={self.runtime}>"
+
+
+def _pick_runtime(
+    package: ModelPackage, wanted: RuntimeName, *, trusted: bool, threads: int
+) -> tuple[str, _Runtime]:
+    onnx_info = package.runtimes.get("onnx")
+    if wanted not in ("auto", "native", "onnx"):
+        raise ValueError(f"runtime must be 'auto', 'native' or 'onnx', got {wanted!r}")
+    if wanted == "onnx" or (wanted == "auto" and onnx_info and onnx_info.get("verified")):
+        if not onnx_info:
+            raise FourfoldError(
+                f"{package.label} has no ONNX runtime; run `fourfold compile` on it first", status=409
+            )
+        from fourfold.model.runtimes import OnnxRuntime
+
+        try:
+            return "onnx", OnnxRuntime(package.path / onnx_info["file"], task=package.signature.task, threads=threads)
+        except FourfoldError:
+            if wanted == "onnx":
+                raise
+    if package.flavor == "onnx":
+        return "onnx", package.load_native(trusted=trusted)
+    return "native", package.load_native(trusted=trusted)

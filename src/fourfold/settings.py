@@ -1,0 +1,30 @@
+"""Deployment settings, read from ``FOURFOLD_*`` environment variables.
+
+    >>> import os; os.environ["FOURFOLD_HOME"] = "/tmp/ff"
+    >>> Settings().home.as_posix()
+    '/tmp/ff'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOURFOLD_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".fourfold",
+        description="Where the local registry and caches live (FOURFOLD_HOME).",
+    )
+    registry: Literal["auto", "local", "mlflow"] = Field(
+        default="auto",
+        description="Where models:/ URIs resolve: 'local', 'mlflow', or 'auto' = MLflow when "
+        "MLFLOW_TRACKING_URI is set, else local (FOURFOLD_REGISTRY).",
+    )
