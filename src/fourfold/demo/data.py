@@ -5,9 +5,10 @@ mean), a home device and a small pool of regular merchants; times follow a daily
 purchases are followed minutes later by another one (so short bursts alone do not mean fraud).
 
 Fraud: episodes in which a compromised card makes several transactions within a few minutes, for
-amounts far above that user's usual (sometimes after a tiny "card test"), mostly at unfamiliar
-merchants in risky categories and on the web. Fraud is thus visible in the user's recent history
-(counts in the last minutes, amount relative to the user's mean), not in any one raw column.
+amounts far above that user's usual (sometimes after a tiny "card test"), at unfamiliar merchants,
+often in risky categories and on the web; a fifth of episodes are stealthier (usual amounts,
+slower). Fraud is thus visible in the user's recent history (counts in the last minutes, amount
+relative to the user's mean) far more than in any one raw column.
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def generate_transactions(
     user_sigma = rng.uniform(0.35, 0.7, n_users)
     user_device = rng.choice(4, size=n_users, p=[0.2, 0.3, 0.3, 0.2])
     user_pool = rng.integers(0, n_merchants, n_users)
-    merchant_cat = rng.choice(len(CATEGORIES), size=n_merchants, p=_CATEGORY_WEIGHTS / _CATEGORY_WEIGHTS.sum())
+    merchant_cat = rng.choice(
+        len(CATEGORIES), size=n_merchants, p=_CATEGORY_WEIGHTS / _CATEGORY_WEIGHTS.sum()
+    )
     merchant_p = 1.0 / np.arange(1, n_merchants + 1) ** 0.8
     merchant_p = rng.permutation(merchant_p / merchant_p.sum())
 
@@ -145,19 +148,21 @@ def generate_transactions(
     # A few legitimate big-ticket purchases keep "large amount" from meaning fraud on its own.
     log_amount += np.where(rng.random(n_normal) < 0.03, np.log(rng.uniform(3.0, 12.0, n_normal)), 0.0)
     normal_amount = np.exp(log_amount)
-    normal_device = np.where(rng.random(n_normal) < 0.85, user_device[normal_user], rng.integers(0, 4, n_normal))
+    normal_device = np.where(
+        rng.random(n_normal) < 0.85, user_device[normal_user], rng.integers(0, 4, n_normal)
+    )
 
     # Fraud events: a burst per episode, gaps of tens of seconds, on a victim card.
     victim = rng.choice(n_users, size=n_episodes, p=user_p)
     ep_start = rng.integers(0, max(span_ms - 30 * _MINUTE_MS, 1), n_episodes)
     ep_of = np.repeat(np.arange(n_episodes), lengths)
-    first = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    first = np.cumsum(lengths) - lengths
     # Some episodes are stealthy (usual amounts, slower, on the card's own device): they keep the
     # task from being trivially separable, as in real fraud.
     stealth = (rng.random(n_episodes) < 0.2)[ep_of]
     gaps = (rng.exponential(np.where(stealth, 300_000, 40_000)) + 2_000).astype(np.int64)
     is_first = np.zeros(n_fraud, dtype=bool)
-    is_first[first[:n_episodes]] = True
+    is_first[first] = True
     gaps[is_first] = 0
     csum = np.cumsum(gaps)
     fraud_t = np.minimum(ep_start[ep_of] + csum - csum[first[ep_of]], span_ms - 1)

@@ -73,8 +73,6 @@ def add_history_features(table: pa.Table) -> pa.Table:
     has_prev = (hi > 0) & (user_s[prev] == user_s)
     since_last = np.where(has_prev, (t_s - t_s[prev]) / 1000.0, np.nan)
 
-    # Exact zeros, not cumsum round-off, for empty 1h windows.
-    sum_1h = np.where(count_1h > 0, sum_1h, 0.0)
     sorted_values = {
         "txn_count_10m": count_10m,
         "txn_count_1h": count_1h,

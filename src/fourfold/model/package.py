@@ -204,9 +204,8 @@ def _write_sample(sample: Any, signature: Signature, path: Path) -> None:
 def _versions(framework: Mapping[str, str]) -> dict[str, str]:
     from fourfold import __version__
 
-    return {"python": platform.python_version(), "fourfold": __version__, "numpy": np.__version__} | dict(
-        framework
-    )
+    base = {"python": platform.python_version(), "fourfold": __version__, "numpy": np.__version__}
+    return base | {k: str(v) for k, v in framework.items()}  # torch's version is a str subclass
 
 
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:

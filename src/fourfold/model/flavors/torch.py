@@ -12,7 +12,7 @@ probabilities; fourfold applies the sigmoid / softmax itself, the same way in th
 from __future__ import annotations
 
 import importlib
-import io
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,9 @@ def _head(module: Any, task: Task, output: str) -> Any:
                 return torch.softmax(y, dim=-1) if output == "logit" else y
             return y.reshape(-1)
 
-    return Head().eval()
+    head = Head()
+    head.training = False  # not .eval(): an exported program's module refuses train()/eval()
+    return head
 
 
 class TorchModel:
@@ -112,23 +114,21 @@ class TorchFlavor:
     ) -> tuple[Any, dict[str, str]]:
         torch = require("torch", _EXTRA, "converting a PyTorch model to ONNX")
         onnx = require("onnx", "onnx", "converting a PyTorch model to ONNX")
+        require("onnxscript", _EXTRA, "converting a PyTorch model to ONNX")
         head = _head(self._module(directory, options), options.get("task", "binary"), options["torch_output"])
-        buffer = io.BytesIO()
+        logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
         with warnings.catch_warnings():
-            # dynamo=False is the path that needs no extra package; torch marks it deprecated.
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.simplefilter("ignore", category=FutureWarning)
-            warnings.simplefilter("ignore", category=UserWarning)
-            torch.onnx.export(
+            # torch's exporter trips over its own deprecations (pytree LeafSpec); nothing a user can act on.
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(
                 head,
                 (torch.zeros(2, n_features, dtype=torch.float32),),
-                buffer,
                 input_names=["input"],
                 output_names=["output"],
-                dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
-                opset_version=17,
-                dynamo=False,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                opset_version=18,
+                dynamo=True,
+                verbose=False,
             )
-        return onnx.load_from_string(buffer.getvalue()), {
-            "converter": "torch.onnx", "converter_version": torch.__version__,
-        }  # fmt: skip
+        proto = onnx.load_from_string(program.model_proto.SerializeToString())
+        return proto, {"converter": "torch.onnx (dynamo)", "converter_version": str(torch.__version__)}

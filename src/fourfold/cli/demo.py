@@ -1,0 +1,24 @@
+"""``fourfold demo``: generate the card-transaction log, train, package, compile, register, measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        events: Annotated[int, typer.Option(help="Number of transactions to generate.", min=20_000)] = 1_000_000,
+        seed: Annotated[int, typer.Option(help="Random seed (same seed, same data and model).")] = 0,
+        out: Annotated[Path, typer.Option(help="Where to write the log and the model package.")] = Path(
+            "demo-output"
+        ),
+    ) -> None:
+        """Run the fraud demo end to end and print a short report."""
+        from fourfold.demo.run import run_demo
+
+        typer.echo(f"generating {events:,} card transactions, training, compiling ...", err=True)
+        typer.echo(run_demo(events=events, seed=seed, out_dir=out).render())

@@ -1,0 +1,52 @@
+"""The ``fourfold`` command line: one CLI for every pattern.
+
+    $ fourfold models list
+    $ fourfold compile models:/fraud/production
+    $ fourfold demo
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from fourfold.cli import advise, compile, demo, models
+from fourfold.errors import FourfoldError
+
+app = typer.Typer(
+    name="fourfold",
+    help="Serve one trained model online, in batch, on streams and embedded.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+models.register(app)
+compile.register(app)
+demo.register(app)
+advise.register(app)
+
+
+def main() -> None:
+    """Console entry point: fourfold errors print their message (no traceback) and exit 1."""
+    try:
+        app(standalone_mode=False)
+    except FourfoldError as exc:
+        typer.secho(f"error: {exc.message}", fg="red", err=True)
+        sys.exit(1)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # click usage errors
+        from click.exceptions import ClickException
+
+        if isinstance(exc, ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
