@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +15,12 @@ FEATURES = [f"x{i}" for i in range(N_FEATURES)]
 
 
 @pytest.fixture(autouse=True)
-def fourfold_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+def fourfold_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "ff-home"
     monkeypatch.setenv("FOURFOLD_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FOURFOLD_REGISTRY", raising=False)
-    yield home
+    return home
 
 
 def make_data(n: int = 1500, seed: int = 0) -> tuple[np.ndarray, np.ndarray, pa.Table]:

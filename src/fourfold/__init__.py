@@ -94,4 +94,6 @@ def load_predictor(
     registry: RegistryName | None = None,
 ) -> Predictor:
     """Resolve ``uri`` (a path or ``models:/NAME/VERSION|ALIAS``) and build its :class:`Predictor`."""
-    return Predictor(resolve(uri, registry=registry), runtime=runtime, strict=strict, trusted=trusted, threads=threads)
+    return Predictor(
+        resolve(uri, registry=registry), runtime=runtime, strict=strict, trusted=trusted, threads=threads
+    )

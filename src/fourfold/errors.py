@@ -71,9 +71,7 @@ class FourfoldError(Exception):
         return {"error": type(self).__name__, "message": self.message, "status": self.status}
 
 
-def _rebuild(
-    cls: type[FourfoldError], message: str, status: int, state: dict[str, Any]
-) -> FourfoldError:
+def _rebuild(cls: type[FourfoldError], message: str, status: int, state: dict[str, Any]) -> FourfoldError:
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)

@@ -1,8 +1,8 @@
 """Deployment settings, read from ``FOURFOLD_*`` environment variables.
 
-    >>> import os; os.environ["FOURFOLD_HOME"] = "/tmp/ff"
-    >>> Settings().home.as_posix()
-    '/tmp/ff'
+>>> import os; os.environ["FOURFOLD_HOME"] = "/tmp/ff"
+>>> Settings().home.as_posix()
+'/tmp/ff'
 """
 
 from __future__ import annotations

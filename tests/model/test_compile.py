@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import build, native_scores
 
+from conftest import build, native_scores
 from fourfold import ParityError, Predictor, compile_model, load_package, save_model
 from fourfold.model.parity import tree_splits
 
@@ -26,7 +26,7 @@ def test_onnx_conversion_passes_parity(kind: str, tmp_path: Path) -> None:
     loaded = load_package(pkg.path)  # the ONNX file is hashed into the manifest too
     info = loaded.runtimes["onnx"]
     assert info["verified"] is True
-    assert info["converter"] and info["converter_version"] and info["onnxruntime_version"]
+    assert all(info[k] for k in ("converter", "converter_version", "onnxruntime_version"))
     assert info["opset"]
     assert info["parity"]["passed"] is True
     assert "onnx/model.onnx" in loaded.manifest["files"]
@@ -88,7 +88,9 @@ def _far_from_zero_model(tmp_path: Path) -> Path:
 
 def test_parity_failure_is_refused_with_the_size_of_the_failure(tmp_path: Path) -> None:
     path = _far_from_zero_model(tmp_path)
-    with pytest.raises(ParityError, match=r"fails parity and was not stored: parity FAILED: max \|diff\| [0-9.e-]+"):
+    with pytest.raises(
+        ParityError, match=r"fails parity and was not stored: parity FAILED: max \|diff\| [0-9.e-]+"
+    ):
         compile_model(path)
     assert not (path / "onnx").exists()
     assert "onnx" not in load_package(path).runtimes

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import FEATURES, build
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import FEATURES, build
 from fourfold import (
     Feature,
     FeatureTypeError,
@@ -59,7 +59,9 @@ def test_column_order_and_extra_columns_never_matter(
 
 
 def test_missing_feature_names_it_and_the_expected_list(predictor: Predictor, table: pa.Table) -> None:
-    with pytest.raises(MissingFeatureError, match=r"feature 'x3' is missing .*model 'fraud' needs: x0, x1, x2, x3"):
+    with pytest.raises(
+        MissingFeatureError, match=r"feature 'x3' is missing .*model 'fraud' needs: x0, x1, x2, x3"
+    ):
         predictor.predict(table.drop_columns(["x3"]))
     with pytest.raises(MissingFeatureError, match="'x1'"):
         predictor.predict_one({"x0": 1.0})
@@ -71,15 +73,17 @@ def test_unknown_feature_in_strict_mode(tmp_path: Path, table: pa.Table) -> None
     with pytest.raises(UnknownFeatureError, match="'surprise'"):
         strict.predict(table.append_column("surprise", pa.array(np.zeros(table.num_rows))))
     with pytest.raises(UnknownFeatureError, match="'surprise'"):
-        strict.predict_one({**{f: 0.0 for f in FEATURES}, "surprise": 1.0})
+        strict.predict_one({**dict.fromkeys(FEATURES, 0.0), "surprise": 1.0})
 
 
 def test_wrong_type_names_the_feature(predictor: Predictor, table: pa.Table) -> None:
     bad = table.set_column(1, "x1", pa.array(["a"] * table.num_rows))
-    with pytest.raises(FeatureTypeError, match="feature 'x1' must be a number, got an Arrow column of type string"):
+    with pytest.raises(
+        FeatureTypeError, match="feature 'x1' must be a number, got an Arrow column of type string"
+    ):
         predictor.predict(bad)
     with pytest.raises(FeatureTypeError, match="'x2' must be a number, got str 'oops'"):
-        predictor.predict_one({**{f: 0.0 for f in FEATURES}, "x2": "oops"})
+        predictor.predict_one({**dict.fromkeys(FEATURES, 0.0), "x2": "oops"})
     frame = table.to_pandas()
     frame["x4"] = "z"
     with pytest.raises(FeatureTypeError, match="'x4'"):
@@ -94,9 +98,9 @@ def test_nan_where_not_allowed(predictor: Predictor, table: pa.Table) -> None:
     with pytest.raises(NullFeatureError, match="'x0'"):
         predictor.predict(table.set_column(0, "x0", pa.array([None] * table.num_rows, pa.float64())))
     with pytest.raises(NullFeatureError, match="'x3'"):
-        predictor.predict_one({**{f: 0.0 for f in FEATURES}, "x3": None})
+        predictor.predict_one({**dict.fromkeys(FEATURES, 0.0), "x3": None})
     with pytest.raises(NullFeatureError, match="'x3'"):
-        predictor.predict_one({**{f: 0.0 for f in FEATURES}, "x3": float("nan")})
+        predictor.predict_one({**dict.fromkeys(FEATURES, 0.0), "x3": float("nan")})
 
 
 def test_nullable_feature_accepts_missing(tmp_path: Path, table: pa.Table) -> None:
@@ -105,7 +109,7 @@ def test_nullable_feature_accepts_missing(tmp_path: Path, table: pa.Table) -> No
     p = Predictor(save_model(model, tmp_path / "m", name="m", signature=sig))
     out = p.predict(table.set_column(2, "x2", pa.array([None] * table.num_rows, pa.float64())))
     assert np.isfinite(out["score"]).all()
-    assert 0 <= p.predict_one({**{f: 0.0 for f in FEATURES}, "x2": None})["score"] <= 1
+    assert 0 <= p.predict_one({**dict.fromkeys(FEATURES, 0.0), "x2": None})["score"] <= 1
 
 
 def test_shape_errors(predictor: Predictor) -> None:
@@ -136,7 +140,9 @@ def test_errors_carry_status_and_pickle(predictor: Predictor) -> None:
 
 
 def test_pandas_nullable_and_inference(tmp_path: Path) -> None:
-    frame = pd.DataFrame({"a": [1.0, None, 3.0], "b": pd.array([1, 2, 3], dtype="int64"), "c": [True, False, True]})
+    frame = pd.DataFrame(
+        {"a": [1.0, None, 3.0], "b": pd.array([1, 2, 3], dtype="int64"), "c": [True, False, True]}
+    )
     from fourfold import infer_signature
 
     sig = infer_signature(frame, task="regression")

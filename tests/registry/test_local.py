@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build
 
 import fourfold
+from conftest import build
 from fourfold import (
     InvalidNameError,
     InvalidURIError,
@@ -99,7 +99,9 @@ def test_parse_uri(uri: str, expected: tuple[str, int | None, str | None]) -> No
     assert (ref.name, ref.version, ref.alias) == expected
 
 
-@pytest.mark.parametrize("uri", ["models:/", "models:/a/b/c", "models:/../x/1", "s3://bucket/model", "models:/a/0"])
+@pytest.mark.parametrize(
+    "uri", ["models:/", "models:/a/b/c", "models:/../x/1", "s3://bucket/model", "models:/a/0"]
+)
 def test_bad_uris(uri: str) -> None:
     with pytest.raises((InvalidURIError, InvalidNameError)):
         parse_uri(uri)
@@ -130,7 +132,9 @@ def test_crash_mid_register_leaves_no_broken_version(
         reg.register(package, name="fraud")
     monkeypatch.undo()
     assert reg.versions("fraud") == [1]
-    assert [p.name for p in (fourfold_home / "registry" / "fraud").iterdir() if p.name.startswith(".staging")] == []
+    assert [
+        p.name for p in (fourfold_home / "registry" / "fraud").iterdir() if p.name.startswith(".staging")
+    ] == []
     assert reg.register(package, name="fraud").version == 2
 
 
@@ -144,7 +148,9 @@ def test_concurrent_registration_from_two_processes_gets_distinct_versions(
 ) -> None:
     ctx = mp.get_context("spawn")
     out: mp.Queue = ctx.Queue()  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_register_many, args=(str(fourfold_home), str(package), 4, out)) for _ in range(2)]
+    procs = [
+        ctx.Process(target=_register_many, args=(str(fourfold_home), str(package), 4, out)) for _ in range(2)
+    ]
     for p in procs:
         p.start()
     got = sorted(v for _ in procs for v in out.get(timeout=120))
@@ -153,5 +159,13 @@ def test_concurrent_registration_from_two_processes_gets_distinct_versions(
         assert p.exitcode == 0
     assert got == list(range(1, 9))
     assert LocalRegistry().versions("fraud") == list(range(1, 9))
-    scores = {float(fourfold.load_predictor(f"models:/fraud/{v}").predict_one({f"x{i}": 0.0 for i in range(5)})["score"]) for v in got}
-    assert len(scores) == 1 and np.isfinite(next(iter(scores)))
+    scores = {
+        float(
+            fourfold.load_predictor(f"models:/fraud/{v}").predict_one({f"x{i}": 0.0 for i in range(5)})[
+                "score"
+            ]
+        )
+        for v in got
+    }
+    assert len(scores) == 1
+    assert np.isfinite(next(iter(scores)))

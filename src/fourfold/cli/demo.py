@@ -11,7 +11,9 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
-        events: Annotated[int, typer.Option(help="Number of transactions to generate.", min=20_000)] = 1_000_000,
+        events: Annotated[
+            int, typer.Option(help="Number of transactions to generate.", min=20_000)
+        ] = 1_000_000,
         seed: Annotated[int, typer.Option(help="Random seed (same seed, same data and model).")] = 0,
         out: Annotated[Path, typer.Option(help="Where to write the log and the model package.")] = Path(
             "demo-output"

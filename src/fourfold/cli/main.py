@@ -1,8 +1,8 @@
 """The ``fourfold`` command line: one CLI for every pattern.
 
-    $ fourfold models list
-    $ fourfold compile models:/fraud/production
-    $ fourfold demo
+$ fourfold models list
+$ fourfold compile models:/fraud/production
+$ fourfold demo
 """
 
 from __future__ import annotations
@@ -28,24 +28,13 @@ advise.register(app)
 
 
 def main() -> None:
-    """Console entry point: fourfold errors print their message (no traceback) and exit 1."""
+    """Console entry point: fourfold errors print their message (no traceback) and exit 1; usage errors
+    exit 2 (typer's standalone mode handles those)."""
     try:
-        app(standalone_mode=False)
+        app()
     except FourfoldError as exc:
         typer.secho(f"error: {exc.message}", fg="red", err=True)
         sys.exit(1)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors
-        from click.exceptions import ClickException
-
-        if isinstance(exc, ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

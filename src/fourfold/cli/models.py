@@ -44,7 +44,9 @@ def register(app: typer.Typer) -> None:
     def register_(
         path: Annotated[Path, typer.Argument(help="A model package directory.")],
         name: Annotated[str, typer.Option("--name", "-n", help="Registered model name.")],
-        alias: Annotated[list[str] | None, typer.Option("--alias", "-a", help="Alias to point at it.")] = None,
+        alias: Annotated[
+            list[str] | None, typer.Option("--alias", "-a", help="Alias to point at it.")
+        ] = None,
     ) -> None:
         """Copy a package into the registry as the next version of NAME."""
         mv = LocalRegistry().register(path, name=name, aliases=alias or [])

@@ -48,10 +48,10 @@ class DemoReport:
     def render(self) -> str:
         lines = [
             "fourfold demo - card-transaction fraud",
-            f"  event log     {self.events:,} events, {self.users:,} users, fraud rate {self.fraud_rate:.2%}, "
-            f"{self.log_mb:.1f} MB parquet at {self.log_path}",
-            f"  model         XGBoost on {len(FEATURES)} features ({len(HISTORY_FEATURES)} from user history), "
-            f"trained on {self.n_train:,} events",
+            f"  event log     {self.events:,} events, {self.users:,} users, "
+            f"fraud rate {self.fraud_rate:.2%}, {self.log_mb:.1f} MB parquet at {self.log_path}",
+            f"  model         XGBoost on {len(FEATURES)} features "
+            f"({len(HISTORY_FEATURES)} from user history), trained on {self.n_train:,} events",
             f"  AUC           {self.auc:.4f} on the held-out last day ({self.n_holdout:,} events)",
             f"  registered    {self.uri}  (= models:/{MODEL_NAME}/{self.version})",
             f"  onnx          {self.parity}",
@@ -106,7 +106,9 @@ def run_demo(*, events: int = 1_000_000, seed: int = 0, out_dir: Path = Path("de
 
     registered = resolve(f"models:/{MODEL_NAME}/production")
     sample = {c: np.asarray(result.sample[c].to_numpy(), dtype=np.float64).tolist() for c in FEATURES}
-    latency = {rt: measure_latency(Predictor(registered, runtime=rt), sample=sample) for rt in ("native", "onnx")}
+    latency = {
+        rt: measure_latency(Predictor(registered, runtime=rt), sample=sample) for rt in ("native", "onnx")
+    }
 
     fraud = table["is_fraud"].to_numpy()
     return DemoReport(

@@ -65,7 +65,8 @@ def compile_model(
         worst = report.worst
         raise ParityError(
             f"{pkg.label}: the ONNX conversion fails parity and was not stored: {report.summary()}; "
-            f"worst in {worst.get('group')}: native {worst.get('reference')} vs onnx {worst.get('candidate')}. "
+            f"worst in {worst.get('group')}: native {worst.get('reference')} "
+            f"vs onnx {worst.get('candidate')}. "
             "Use force=True (--force) to store it anyway; the predictor will then keep the native runtime "
             "unless runtime='onnx' is asked for"
         )
@@ -94,7 +95,9 @@ def compile_model(
     return report
 
 
-def _parity(pkg: ModelPackage, native: Any, onnx_rt: Any, proto: Any, *, probes: int, seed: int) -> ParityReport:
+def _parity(
+    pkg: ModelPackage, native: Any, onnx_rt: Any, proto: Any, *, probes: int, seed: int
+) -> ParityReport:
     sig = pkg.signature
     sample = pkg.sample()
     if sample is not None and sample.num_rows:

@@ -37,9 +37,7 @@ def as_columns(batch: Any) -> dict[str, np.ndarray]:
     if isinstance(batch, Mapping):
         return {str(k): _as_array(str(k), v) for k, v in batch.items()}
     if hasattr(batch, "column_names") and hasattr(batch, "column"):  # pyarrow Table / RecordBatch
-        return {
-            name: _arrow_to_numpy(name, batch.column(i)) for i, name in enumerate(batch.column_names)
-        }
+        return {name: _arrow_to_numpy(name, batch.column(i)) for i, name in enumerate(batch.column_names)}
     if hasattr(batch, "columns") and hasattr(batch, "to_numpy") and hasattr(batch, "iloc"):  # pandas
         return {str(name): _as_array(str(name), batch[name].to_numpy()) for name in batch.columns}
     raise InputError(
@@ -130,27 +128,36 @@ def row_to_matrix(
 ) -> np.ndarray:
     """The low-latency single-row path: a ``[1, features]`` matrix from a mapping of scalars."""
     names = signature.feature_names
-    try:
-        values = [row[name] for name in names]
-    except KeyError as exc:
-        raise MissingFeatureError(str(exc.args[0]), list(names), model=model) from None
     if strict and len(row) != len(names):
         unknown = [c for c in row if signature.index(c) is None]
-        raise UnknownFeatureError(unknown, list(names), model=model)
-    for name, value in zip(names, values, strict=True):
-        if value is None:
-            if not signature.inputs[signature._index[name]].nullable:
-                raise NullFeatureError(name, [0])
-        elif type(value) not in (float, int, bool) and not isinstance(value, float | int | np.number):
-            raise FeatureTypeError(name, "a number", f"{type(value).__name__} {value!r}")
-    x = np.array([[np.nan if v is None else v for v in values]], dtype=dtype)
+        if unknown:
+            raise UnknownFeatureError(unknown, list(names), model=model)
+    values: list[Any] = []
+    append = values.append
+    for name in names:  # one pass: the common case is a plain float or int
+        try:
+            v = row[name]
+        except KeyError:
+            raise MissingFeatureError(name, list(names), model=model) from None
+        t = type(v)
+        if t is float or t is int:
+            append(v)
+        elif v is None:
+            append(np.nan)
+        elif isinstance(v, bool | np.number) and not isinstance(v, np.datetime64 | np.timedelta64):
+            append(v)
+        else:
+            raise FeatureTypeError(name, "a number", f"{t.__name__} {v!r}")
+    x = np.array(values, dtype=dtype).reshape(1, len(names))
     _check_nulls(x, signature)
     return x
 
 
 def _check_nulls(x: np.ndarray, signature: Signature) -> None:
+    if x.size == 0 or not np.isnan(x.sum()):  # one reduction in the common, clean case
+        return
     required = [j for j, f in enumerate(signature.inputs) if not f.nullable]
-    if not required or x.size == 0:
+    if not required:
         return
     sub = x if len(required) == x.shape[1] else x[:, required]
     bad = np.isnan(sub)

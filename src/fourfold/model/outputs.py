@@ -12,7 +12,7 @@ import numpy as np
 
 from fourfold.model.signature import Task
 
-__all__ = ["finish"]
+__all__ = ["finish", "finish_one"]
 
 
 def finish(task: Task, raw: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
@@ -21,3 +21,11 @@ def finish(task: Task, raw: np.ndarray, threshold: float) -> dict[str, np.ndarra
     if task == "multiclass":
         return {"probabilities": raw, "label": np.argmax(raw, axis=1).astype(np.int64)}
     return {"value": raw}
+
+
+def finish_one(task: Task, raw: np.ndarray, threshold: float) -> dict[str, object]:
+    """:func:`finish` for a single row, as Python scalars (the low-latency path skips array ops)."""
+    if task == "binary":
+        score = float(raw[0])
+        return {"score": score, "label": int(score > threshold)}
+    return {k: v[0].tolist() for k, v in finish(task, raw, threshold).items()}

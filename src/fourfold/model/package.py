@@ -127,9 +127,8 @@ def save_model(
 
     validate_name(name)
     target = Path(path)
-    if target.exists() and any(target.iterdir()):
-        if not overwrite:
-            raise PackageError(f"{target} already exists and is not empty; pass overwrite=True to replace it")
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise PackageError(f"{target} already exists and is not empty; pass overwrite=True to replace it")
     flavor = flavor_for(model)
     features = _input_features(model, signature, sample)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -98,7 +98,9 @@ def tree_splits(onnx_model: Any) -> list[tuple[int, float]]:
             else:
                 values = numpy_helper.to_array(helper.get_attribute_value(attrs["nodes_values_as_tensor"]))
             modes = helper.get_attribute_value(attrs["nodes_modes"])
-            splits += [(int(f), float(v)) for f, v, m in zip(feats, values, modes, strict=True) if m != b"LEAF"]
+            splits += [
+                (int(f), float(v)) for f, v, m in zip(feats, values, modes, strict=True) if m != b"LEAF"
+            ]
         elif node.op_type == "TreeEnsemble":
             feats = helper.get_attribute_value(attrs["nodes_featureids"])
             values = numpy_helper.to_array(helper.get_attribute_value(attrs["nodes_splits"]))
@@ -106,7 +108,9 @@ def tree_splits(onnx_model: Any) -> list[tuple[int, float]]:
     return splits
 
 
-def split_probes(base: np.ndarray, splits: list[tuple[int, float]], *, limit: int, seed: int = 0) -> np.ndarray:
+def split_probes(
+    base: np.ndarray, splits: list[tuple[int, float]], *, limit: int, seed: int = 0
+) -> np.ndarray:
     """Rows of ``base`` with one feature set on a split threshold or one float32 step either side."""
     if not splits or len(base) == 0:
         return np.empty((0, base.shape[1]))
@@ -125,7 +129,13 @@ def split_probes(base: np.ndarray, splits: list[tuple[int, float]], *, limit: in
 
 
 def boundary_probes(
-    base: np.ndarray, score: Score, threshold: float, *, limit: int = 256, steps: int = 30, float32: bool = True
+    base: np.ndarray,
+    score: Score,
+    threshold: float,
+    *,
+    limit: int = 256,
+    steps: int = 30,
+    float32: bool = True,
 ) -> np.ndarray:
     """Rows whose score is next to ``threshold``: bisection between rows scored on either side of it.
 
@@ -173,9 +183,16 @@ def compare(
         beyond = diff > allowed
         flips = 0
         if not regression:
-            flips = int(np.sum(finish(signature.task, a, threshold)["label"] != finish(signature.task, b, threshold)["label"]))
+            flips = int(
+                np.sum(
+                    finish(signature.task, a, threshold)["label"]
+                    != finish(signature.task, b, threshold)["label"]
+                )
+            )
         gating = group not in informational
-        reports[group] = GroupReport(gating, len(x), float(diff.max()), float(diff.mean()), int(beyond.sum()), flips)
+        reports[group] = GroupReport(
+            gating, len(x), float(diff.max()), float(diff.mean()), int(beyond.sum()), flips
+        )
         i = int(np.argmax(diff))
         if gating and diff[i] > worst["abs_diff"]:
             worst = {

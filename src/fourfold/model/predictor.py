@@ -1,8 +1,8 @@
 """The predictor: the one object every pattern calls.
 
-    >>> # p = load_predictor("models:/fraud/production")
-    >>> # p.predict(arrow_table)["score"]      # columnar batch -> arrays
-    >>> # p.predict_one({"amount": 310.5, ...}) # one row, the low-latency path
+>>> # p = load_predictor("models:/fraud/production")
+>>> # p.predict(arrow_table)["score"]      # columnar batch -> arrays
+>>> # p.predict_one({"amount": 310.5, ...}) # one row, the low-latency path
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 
 from fourfold.errors import FourfoldError
 from fourfold.model.inputs import row_to_matrix, to_matrix
-from fourfold.model.outputs import finish
+from fourfold.model.outputs import finish, finish_one
 from fourfold.model.package import ModelPackage
 from fourfold.model.signature import Signature
 
@@ -70,14 +70,15 @@ class Predictor:
     def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Score a matrix already validated and in the signature's order (the patterns' hot path)."""
         if len(x) == 0:
-            return finish(self._task, np.empty((0,) if self._task != "multiclass" else (0, 0)), self.threshold)
+            return finish(
+                self._task, np.empty((0,) if self._task != "multiclass" else (0, 0)), self.threshold
+            )
         return finish(self._task, self._rt.predict_raw(x), self.threshold)
 
-    def predict_one(self, row: Mapping[str, Any]) -> dict[str, Any]:
+    def predict_one(self, row: Mapping[str, Any]) -> dict[str, object]:
         """Score one row given as a mapping of feature name to number; returns Python scalars."""
         x = row_to_matrix(row, self.signature, self._dtype, strict=self.strict, model=self._label)
-        out = finish(self._task, self._rt.predict_raw(x), self.threshold)
-        return {k: (v[0].tolist()) for k, v in out.items()}
+        return finish_one(self._task, self._rt.predict_raw(x), self.threshold)
 
     def __repr__(self) -> str:
         return f"<Predictor {self._label} runtime={self.runtime}>"
@@ -97,7 +98,9 @@ def _pick_runtime(
         from fourfold.model.runtimes import OnnxRuntime
 
         try:
-            return "onnx", OnnxRuntime(package.path / onnx_info["file"], task=package.signature.task, threads=threads)
+            return "onnx", OnnxRuntime(
+                package.path / onnx_info["file"], task=package.signature.task, threads=threads
+            )
         except FourfoldError:
             if wanted == "onnx":
                 raise

@@ -134,9 +134,7 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, np.generic) else value
 
 
-def infer_signature(
-    sample: Any, *, task: Task, classes: Sequence[Any] = (), n_classes: int = 0
-) -> Signature:
+def infer_signature(sample: Any, *, task: Task, classes: Sequence[Any] = (), n_classes: int = 0) -> Signature:
     """Infer the inputs from a sample (Arrow table / record batch, pandas DataFrame or dict of arrays).
 
     A feature is nullable when the sample holds a null or NaN in it; declare the signature yourself

@@ -21,8 +21,8 @@ def validate_name(name: str) -> str:
     """
     if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidNameError(
-            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit, without '..' or '/'"
+            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit, without '..' or '/'"
         )
     return name
 

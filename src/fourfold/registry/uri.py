@@ -49,7 +49,9 @@ def parse_uri(uri: str) -> ModelURI:
     else:
         name, _, ref = rest.partition("/")
     if not name or "/" in ref:
-        raise InvalidURIError(f"cannot parse model URI {uri!r}: expected models:/NAME/VERSION or models:/NAME/ALIAS")
+        raise InvalidURIError(
+            f"cannot parse model URI {uri!r}: expected models:/NAME/VERSION or models:/NAME/ALIAS"
+        )
     validate_name(name)
     if not ref or ref == "latest":
         return ModelURI(name)

@@ -16,9 +16,8 @@ from fourfold.model.flavors.xgboost import XGBoostFlavor
 __all__ = ["FLAVORS", "Flavor", "NativeModel", "SavedModel", "flavor_for", "get_flavor"]
 
 # Order matters: XGBoost and LightGBM wrappers are scikit-learn estimators too.
-FLAVORS: dict[str, Flavor] = {
-    f.name: f for f in (XGBoostFlavor(), LightGBMFlavor(), TorchFlavor(), OnnxFlavor(), SklearnFlavor())
-}
+_ORDER: tuple[Flavor, ...] = (XGBoostFlavor(), LightGBMFlavor(), TorchFlavor(), OnnxFlavor(), SklearnFlavor())
+FLAVORS: dict[str, Flavor] = {f.name: f for f in _ORDER}
 
 
 def flavor_for(model: Any) -> Flavor:

@@ -32,7 +32,9 @@ class OnnxFlavor:
         n_features = dims[1].dim_value if len(dims) == 2 and dims[1].dim_value else None
         task = options.get("task", "binary")
         classes = tuple(options.get("classes", (0, 1) if task == "binary" else ()))
-        return SavedModel(["model.onnx"], task, classes, n_features, {"onnx": onnx.__version__}, {"task": task})
+        return SavedModel(
+            ["model.onnx"], task, classes, n_features, {"onnx": onnx.__version__}, {"task": task}
+        )
 
     def load(self, directory: Path, options: dict[str, Any], *, trusted: bool) -> OnnxRuntime:
         return OnnxRuntime(directory / "model.onnx", task=options.get("task", "binary"))
@@ -41,4 +43,7 @@ class OnnxFlavor:
         self, directory: Path, options: dict[str, Any], n_features: int, *, trusted: bool
     ) -> tuple[Any, dict[str, str]]:
         onnx = require("onnx", "onnx", "reading an ONNX model")
-        return onnx.load(directory / "model.onnx"), {"converter": "none", "converter_version": onnx.__version__}
+        return onnx.load(directory / "model.onnx"), {
+            "converter": "none",
+            "converter_version": onnx.__version__,
+        }

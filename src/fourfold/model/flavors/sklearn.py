@@ -22,7 +22,7 @@ _AUTO_TRUSTED_ROOTS = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections
 
 
 class SklearnModel:
-    input_dtype = np.float64
+    input_dtype: type[np.floating[Any]] = np.float64
 
     def __init__(self, model: Any, task: Task) -> None:
         self.model = model
@@ -48,8 +48,8 @@ class SklearnModel:
 def _has_feature_names(model: Any) -> bool:
     if hasattr(model, "feature_names_in_"):
         return True
-    steps = getattr(model, "steps", None)
-    return bool(steps) and any(hasattr(s, "feature_names_in_") for _, s in steps)
+    steps = getattr(model, "steps", None) or []
+    return any(hasattr(s, "feature_names_in_") for _, s in steps)
 
 
 def _task_of(model: Any) -> tuple[Task, tuple[Any, ...]]:

@@ -48,7 +48,7 @@ def _head(module: Any, task: Task, output: str) -> Any:
 
 
 class TorchModel:
-    input_dtype = np.float32
+    input_dtype: type[np.floating[Any]] = np.float32
 
     def __init__(self, head: Any) -> None:
         self.head = head
@@ -86,7 +86,9 @@ class TorchFlavor:
             torch.export.save(program, directory / "model.pt2")
             files = ["model.pt2"]
         elif fmt == "state_dict":
-            module_class = options.get("module_class") or f"{type(model).__module__}:{type(model).__qualname__}"
+            module_class = (
+                options.get("module_class") or f"{type(model).__module__}:{type(model).__qualname__}"
+            )
             kept |= {"module_class": module_class, "init_kwargs": dict(options.get("init_kwargs", {}))}
             torch.save(model.state_dict(), directory / "model.pt")
             files = ["model.pt"]

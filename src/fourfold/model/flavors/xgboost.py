@@ -28,7 +28,7 @@ def _task(objective: str) -> Task:
 
 
 class XGBoostModel:
-    input_dtype = np.float64
+    input_dtype: type[np.floating[Any]] = np.float64
 
     def __init__(self, booster: Any) -> None:
         self.booster = booster
