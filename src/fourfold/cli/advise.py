@@ -150,7 +150,14 @@ def advise_command(
         from fourfold import load_predictor
 
         predictor = load_predictor(model)
-        report = measure_latency(predictor)
+        stored = predictor.package.sample()  # real rows beat random ones for tree models
+        sample = None
+        if stored is not None and stored.num_rows:
+            sample = {
+                c: stored[c].to_numpy(zero_copy_only=False).tolist()
+                for c in predictor.signature.feature_names
+            }
+        report = measure_latency(predictor, sample=sample)
         warnings.extend(check_latency(advice, report, answers.sla_ms))
         latency = {"model": model, "runtime": str(predictor.runtime), **dataclasses.asdict(report)}
     if as_json:
