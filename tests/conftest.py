@@ -19,7 +19,7 @@ def fourfold_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "ff-home"
     monkeypatch.setenv("FOURFOLD_HOME", str(home))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("FOURFOLD_REGISTRY", raising=False)
+    monkeypatch.setenv("FOURFOLD_REGISTRY", "auto")  # recorded, so a CLI run that sets it is undone
     return home
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import warnings
 from collections.abc import Iterator
@@ -329,3 +330,26 @@ def test_mlflow_missing_names_the_extra(env: Path, monkeypatch: pytest.MonkeyPat
     monkeypatch.setitem(sys.modules, "mlflow", None)
     with pytest.raises(MissingExtraError, match=r"fourfold\[mlflow\]"):
         _resolve("models:/churn-model/1", env)
+
+
+def test_cli_lists_and_shows_mlflow_models(store: Store, env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from fourfold.cli.main import app
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    runner = CliRunner()
+    r = runner.invoke(app, ["--registry", "mlflow", "models", "list", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {(row["name"], row["version"]): row for row in json.loads(r.stdout)}
+    assert rows[("churn-model", 1)]["aliases"] == ["production"]
+    assert ("churn-model", 2) in rows
+    r = runner.invoke(app, ["--registry", "mlflow", "models", "show", "models:/churn-model/production"])
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.stdout)
+    assert shown["version"] == "1"
+    assert shown["metadata"]["mlflow"]["name"] == "churn-model"
+    r = runner.invoke(app, ["--registry", "local", "models", "show", "models:/churn-model/production"])
+    assert r.exit_code != 0  # the local registry does not have it
+    assert isinstance(r.exception, fourfold.ModelNotFoundError)

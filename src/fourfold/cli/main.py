@@ -7,7 +7,10 @@ $ fourfold demo
 
 from __future__ import annotations
 
+import os
 import sys
+from enum import StrEnum
+from typing import Annotated
 
 import typer
 
@@ -21,6 +24,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+class RegistryChoice(StrEnum):
+    auto = "auto"
+    local = "local"
+    mlflow = "mlflow"
+
+
+@app.callback()
+def _options(
+    registry: Annotated[
+        RegistryChoice | None,
+        typer.Option(
+            "--registry",
+            help="Where models:/ URIs resolve: local, mlflow, or auto "
+            "(MLflow when MLFLOW_TRACKING_URI is set).",
+            envvar="FOURFOLD_REGISTRY",
+        ),
+    ] = None,
+) -> None:
+    if registry is not None:
+        os.environ["FOURFOLD_REGISTRY"] = registry.value
+
+
 models.register(app)
 compile.register(app)
 demo.register(app)

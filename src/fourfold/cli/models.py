@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.registry import LocalRegistry, resolve
+from fourfold.registry import LocalRegistry, registry_kind, resolve
 
 
 def register(app: typer.Typer) -> None:
@@ -18,13 +18,20 @@ def register(app: typer.Typer) -> None:
     @models.command("list")
     def list_(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
         """Every registered model version with its aliases."""
-        reg = LocalRegistry()
-        rows = [row for name in reg.names() for row in reg.describe(name)]
+        if registry_kind() == "mlflow":
+            from fourfold.registry.mlflow import list_mlflow
+
+            rows, where = list_mlflow(), "MLflow's registry"
+            for r in rows:
+                r |= {"flavor": "mlflow", "task": "-", "runtimes": [f"stage:{r['stage']}"]}
+        else:
+            reg = LocalRegistry()
+            rows, where = [row for name in reg.names() for row in reg.describe(name)], str(reg.root)
         if as_json:
             typer.echo(json.dumps(rows, indent=2))
             return
         if not rows:
-            typer.echo(f"no models registered in {reg.root}")
+            typer.echo(f"no models registered in {where}")
             return
         typer.echo(f"{'NAME':<20} {'VERSION':>7}  {'FLAVOR':<9} {'TASK':<11} {'RUNTIMES':<13} ALIASES")
         for r in rows:

@@ -47,7 +47,7 @@ from fourfold.model.package import ModelPackage, load_package, save_model
 from fourfold.model.signature import Feature, Signature
 from fourfold.registry.uri import ModelURI
 
-__all__ = ["resolve_mlflow"]
+__all__ = ["list_mlflow", "resolve_mlflow"]
 
 _PURPOSE = "resolving models:/ URIs in MLflow"
 _DTYPES = {"double": "float64", "float": "float32", "long": "int64", "integer": "int32", "boolean": "bool"}
@@ -240,3 +240,26 @@ def _model_features(model: Any, options: Mapping[str, Any], uri: str) -> list[Fe
             "a signature is needed: log it with signature=mlflow.models.infer_signature(X_dataframe, ...)"
         )
     return [Feature(n) for n in names]
+
+
+def list_mlflow() -> list[dict[str, Any]]:
+    """Every registered model version in MLflow's registry, newest last per model."""
+    mlflow = require("mlflow", "mlflow", _PURPOSE)
+    client = mlflow.MlflowClient()
+    rows: list[dict[str, Any]] = []
+    for model in client.search_registered_models():
+        by_version: dict[int, list[str]] = {}
+        for alias, version in dict(model.aliases or {}).items():
+            by_version.setdefault(int(version), []).append(str(alias))
+        for mv in sorted(_all_versions(client, model.name), key=lambda v: int(v.version)):
+            version = int(mv.version)
+            rows.append(
+                {
+                    "name": model.name,
+                    "version": version,
+                    "aliases": sorted(by_version.get(version, [])),
+                    "stage": str(mv.current_stage or "None"),
+                    "run_id": mv.run_id or None,
+                }
+            )
+    return rows
