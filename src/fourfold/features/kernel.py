@@ -1,0 +1,222 @@
+"""The vectorized windowed-aggregation kernel behind the offline engine and micro-batches.
+
+Input: events already validated, as arrays in arrival order - key codes, timestamps in ms, one value
+array per column - of which the first ``n_prior`` are events already folded into state (accepted, and
+arrived before every other row). Output: for each other row, whether it is late and, if not, every
+windowed feature's value as the incremental engine computes it when that event arrives.
+
+How it stays exact without a Python loop per event:
+
+1. Lateness: with rows grouped by key in arrival order, a running max of the timestamp gives each
+   event the newest timestamp seen for its key before it; an event more than the allowed lateness behind
+   it is late. (A late event is below that max, so dropping it never changes the max.)
+2. Windows: accepted rows sorted by (key, ts, arrival); the window ``[t - W, t)`` of an event is a
+   contiguous range found with one ``searchsorted``. Counts, sums (prefix sums in extended precision),
+   means, min / max (a sparse table built level by level, O(n) memory) and ``last`` come from the range;
+   ``count_distinct`` from DuckDB's window aggregate over the same frame.
+3. Arrival order: a row in that range may have arrived *after* the event (out of order, within the
+   lateness). Such a row has ``ts >= t - L``, so only the last ``L`` of the window can hold one; a range
+   max of arrival positions finds the affected events, and only those are recomputed from their window
+   rows filtered by arrival.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from fourfold.features.definitions import WindowedFeature
+
+__all__ = ["KernelResult", "windowed_kernel"]
+
+Reduce = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class KernelResult:
+    late: np.ndarray  # bool, per non-prior row
+    lateness_ms: np.ndarray  # int64, per non-prior row (0 when not late)
+    values: dict[str, np.ndarray]  # float64 per feature, per non-prior row (NaN when late)
+
+
+def range_reduce(values: np.ndarray, lo: np.ndarray, hi: np.ndarray, op: Reduce, empty: float) -> np.ndarray:
+    """``op``-reduce ``values[lo:hi]`` for every (lo, hi), for an idempotent ``op`` (min, max)."""
+    out = np.full(len(lo), empty, dtype=np.float64)
+    length = hi - lo
+    nonempty = length > 0
+    if not nonempty.any():
+        return out
+    level = np.zeros(len(lo), dtype=np.int64)
+    level[nonempty] = np.floor(np.log2(length[nonempty])).astype(np.int64)
+    table = np.asarray(values, dtype=np.float64).copy()
+    for k in range(int(level.max()) + 1):
+        if k:
+            step = 1 << (k - 1)
+            table[:-step] = op(table[:-step], table[step:])  # table[j] now covers [j, j + 2**k)
+        sel = np.flatnonzero(nonempty & (level == k))
+        if len(sel):
+            out[sel] = op(table[lo[sel]], table[hi[sel] - (1 << k)])
+    return out
+
+
+def windowed_kernel(
+    codes: np.ndarray,
+    ts: np.ndarray,
+    columns: Mapping[str, np.ndarray],
+    features: tuple[WindowedFeature, ...],
+    *,
+    lateness_ms: int,
+    n_prior: int = 0,
+) -> KernelResult:
+    n = len(codes)
+    n_new = n - n_prior
+    if n_new <= 0:
+        empty = np.zeros(0)
+        return KernelResult(np.zeros(0, bool), np.zeros(0, np.int64), {f.name: empty for f in features})
+    max_window = max((f.window.ms for f in features), default=0)
+    tmin, tmax = int(ts.min()), int(ts.max())
+    shift = max_window + lateness_ms + 1
+    span = tmax - tmin + shift + 1
+    if (int(codes.max()) + 1) * span >= 2**62:
+        raise OverflowError("too many keys over too long a time span for one kernel call; split the log")
+    comp = codes.astype(np.int64) * span + (ts - tmin + shift)
+
+    # 1. lateness, in arrival order within each key
+    by_key = np.argsort(codes, kind="stable")
+    c_sorted = comp[by_key]
+    running = np.maximum.accumulate(c_sorted)
+    prev = np.empty(n, dtype=np.int64)
+    prev[0] = np.iinfo(np.int64).min
+    prev[1:] = running[:-1]
+    same_key = np.zeros(n, dtype=bool)
+    same_key[1:] = codes[by_key][1:] == codes[by_key][:-1]
+    behind = np.where(same_key, (prev - lateness_ms) - c_sorted, 0)
+    late_sorted = same_key & (behind > 0)
+    late = np.empty(n, dtype=bool)
+    late[by_key] = late_sorted
+    late[:n_prior] = False
+    lateness = np.zeros(n, dtype=np.int64)
+    lateness[by_key] = np.where(late_sorted, behind, 0)
+
+    # 2. accepted rows in (key, ts, arrival) order
+    accepted = np.flatnonzero(~late)
+    order = accepted[np.argsort(comp[accepted], kind="stable")]
+    comp_a = comp[order]
+    pos_a = order  # arrival position of each accepted row
+    queries = np.flatnonzero(~late[n_prior:]) + n_prior
+    q_comp = comp[queries]
+    hi = np.searchsorted(comp_a, q_comp, side="left")
+
+    out: dict[str, np.ndarray] = {}
+    affected_cache: dict[int, np.ndarray] = {}
+    for feat in features:
+        w = feat.window.ms
+        lo = np.searchsorted(comp_a, q_comp - w, side="left")
+        vals = None if feat.column is None else columns[feat.column][order]
+        if feat.agg == "count_distinct":
+            assert vals is not None
+            values = _distinct(vals, hi, codes[order], ts[order], w)
+        else:
+            values = range_aggregate(feat.agg, vals, lo, hi)
+        if lateness_ms > 0:
+            if w not in affected_cache:
+                b = np.searchsorted(comp_a, q_comp - min(w, lateness_ms), side="left")
+                newest = range_reduce(pos_a.astype(np.float64), b, hi, np.maximum, -1.0)
+                affected_cache[w] = np.flatnonzero(newest > queries)
+            hit = affected_cache[w]
+            if len(hit):
+                values[hit] = pairs_aggregate(feat.agg, vals, lo[hit], hi[hit], pos_a, queries[hit])
+        full = np.full(n_new, np.nan)
+        full[queries - n_prior] = values
+        out[feat.name] = full
+    return KernelResult(late[n_prior:], lateness[n_prior:], out)
+
+
+def range_aggregate(agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``agg`` over each contiguous range ``[lo, hi)`` of ``vals`` (all but ``count_distinct``)."""
+    count: np.ndarray = (hi - lo).astype(np.float64)
+    if agg == "count":
+        return count
+    assert vals is not None
+    if agg in ("sum", "mean"):
+        prefix = np.zeros(len(vals) + 1, dtype=np.longdouble)  # extended precision: no cancellation
+        np.cumsum(vals, dtype=np.longdouble, out=prefix[1:])
+        total: np.ndarray = (prefix[hi] - prefix[lo]).astype(np.float64)
+        if agg == "sum":
+            return total
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / count, np.nan)
+    if agg in ("min", "max"):
+        return range_reduce(vals, lo, hi, np.minimum if agg == "min" else np.maximum, np.nan)
+    if agg == "last":
+        return np.where(hi > lo, vals[np.maximum(hi - 1, 0)], np.nan).astype(np.float64)
+    raise ValueError(f"range_aggregate does not compute {agg!r}")
+
+
+def _distinct(
+    vals: np.ndarray, hi: np.ndarray, codes_a: np.ndarray, ts_a: np.ndarray, window_ms: int
+) -> np.ndarray:
+    """Distinct values in each query's window, by DuckDB's window aggregate over the accepted rows: a
+    query is itself an accepted row, and its window is the frame ``ts in [t - W, t - 1]`` of its row."""
+    import duckdb
+    import pyarrow as pa
+
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    table = pa.table({"k": codes_a, "t": ts_a, "v": vals, "i": np.arange(len(vals))})
+    con.register("a", table)
+    frame = f"RANGE BETWEEN {int(window_ms)} PRECEDING AND 1 PRECEDING"
+    res = con.execute(
+        f"SELECT count(DISTINCT v) OVER (PARTITION BY k ORDER BY t {frame}) AS d FROM a ORDER BY i"
+    ).fetchnumpy()["d"]
+    con.close()
+    # Row hi is the first accepted row at the query's own (key, t): its frame is the query's window.
+    distinct: np.ndarray = np.asarray(res, dtype=np.float64)[hi]
+    return distinct
+
+
+def pairs_aggregate(
+    agg: str,
+    vals: np.ndarray | None,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    pos: np.ndarray | None = None,
+    before: np.ndarray | None = None,
+) -> np.ndarray:
+    """``agg`` over each range ``[lo, hi)`` by expanding the ranges' rows - keeping, when ``pos`` is
+    given, only rows with ``pos < before`` (rows that arrived before the event) - and reducing per range.
+    Costs the total length of the ranges: for the few events an out-of-order arrival touches."""
+    m = len(lo)
+    sizes = hi - lo
+    total = int(sizes.sum())
+    owner = np.repeat(np.arange(m), sizes)
+    starts = np.repeat(lo - np.concatenate([[0], np.cumsum(sizes)[:-1]]), sizes)
+    j = starts + np.arange(total)
+    if pos is not None and before is not None:
+        keep = pos[j] < before[owner]
+        owner, j = owner[keep], j[keep]
+    count = np.bincount(owner, minlength=m).astype(np.float64)
+    if agg == "count":
+        return count
+    assert vals is not None
+    v = vals[j]
+    if agg in ("sum", "mean"):
+        total_v = np.bincount(owner, weights=v.astype(np.float64), minlength=m)
+        if agg == "sum":
+            return total_v
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total_v / count, np.nan)
+    if agg in ("min", "max"):
+        init = np.inf if agg == "min" else -np.inf
+        acc = np.full(m, init)
+        (np.minimum if agg == "min" else np.maximum).at(acc, owner, v.astype(np.float64))
+        return np.where(count > 0, acc, np.nan)
+    if agg == "last":
+        idx = np.full(m, -1)
+        np.maximum.at(idx, owner, j)  # accepted rows are in (ts, arrival) order: the largest wins
+        return np.where(idx >= 0, vals[np.maximum(idx, 0)], np.nan).astype(np.float64)
+    _, vcode = np.unique(v, return_inverse=True)
+    pairs = np.unique(owner.astype(np.int64) * (int(vcode.max(initial=0)) + 1) + vcode)
+    return np.bincount(pairs // (int(vcode.max(initial=0)) + 1), minlength=m).astype(np.float64)
