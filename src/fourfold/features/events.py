@@ -103,7 +103,10 @@ def read_events(table: pa.Table, fs: FeatureSet) -> EventBatch:
     keys = _column(table, key_name, "the entity key")
     reject(np.asarray(keys.is_null().to_numpy(zero_copy_only=False)), f"key {key_name!r} is missing")
     if pa.types.is_string(keys.type) or pa.types.is_large_string(keys.type):
-        reject(np.asarray(pc.equal(keys, "").fill_null(False).to_numpy(zero_copy_only=False)), f"key {key_name!r} is empty")
+        reject(
+            np.asarray(pc.equal(keys, "").fill_null(False).to_numpy(zero_copy_only=False)),
+            f"key {key_name!r} is empty",
+        )
     ts_col = _column(table, ts_name, "the event time")
     reject(np.asarray(ts_col.is_null().to_numpy(zero_copy_only=False)), f"timestamp {ts_name!r} is missing")
     ts = _millis(ts_col, ts_name)
@@ -134,8 +137,14 @@ def _values(table: pa.Table, feat: WindowedFeature, reject: Any) -> np.ndarray:
             return np.where(np.isfinite(vals), vals + 0.0, 0.0)  # -0.0 and 0.0 are one value
         if pa.types.is_integer(col.type):
             return np.asarray(col.fill_null(0).to_numpy(), dtype=np.int64)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            return np.asarray(col.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+        if (
+            pa.types.is_string(col.type)
+            or pa.types.is_large_string(col.type)
+            or pa.types.is_dictionary(col.type)
+        ):
+            # only equality matters to count_distinct: dictionary codes compare fastest
+            encoded = col if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col)
+            return np.asarray(encoded.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)
         raise InputError(f"column {feat.column!r} for count_distinct must be text or numbers, got {col.type}")
     vals = _numeric(col, feat.column)
     reject(~np.isfinite(vals), f"field {feat.column!r} must be a finite number")

@@ -13,7 +13,7 @@ How it stays exact without a Python loop per event:
 2. Windows: accepted rows sorted by (key, ts, arrival); the window ``[t - W, t)`` of an event is a
    contiguous range found with one ``searchsorted``. Counts, sums (prefix sums in extended precision),
    means, min / max (a sparse table built level by level, O(n) memory) and ``last`` come from the range;
-   ``count_distinct`` from DuckDB's window aggregate over the same frame.
+   ``count_distinct`` from a difference array over the runs of windows each row is new in.
 3. Arrival order: a row in that range may have arrived *after* the event (out of order, within the
    lateness). Such a row has ``ts >= t - L``, so only the last ``L`` of the window can hold one; a range
    max of arrival positions finds the affected events, and only those are recomputed from their window
@@ -101,48 +101,82 @@ def windowed_kernel(
     lateness[by_key] = np.where(late_sorted, behind, 0)
 
     # 2. accepted rows in (key, ts, arrival) order
-    accepted = np.flatnonzero(~late)
-    order = accepted[np.argsort(comp[accepted], kind="stable")]
+    # rows grouped by key in arrival order are nearly in time order: a stable sort of that is near-linear
+    keep = ~late_sorted
+    keep[by_key < n_prior] = True
+    by_key_acc, c_acc = by_key[keep], c_sorted[keep]
+    order = by_key_acc[np.argsort(c_acc, kind="stable")]
     comp_a = comp[order]
     pos_a = order  # arrival position of each accepted row
     queries = np.flatnonzero(~late[n_prior:]) + n_prior
-    q_comp = comp[queries]
-    hi = np.searchsorted(comp_a, q_comp, side="left")
+    # Work in (key, ts) order: sorted needles make every searchsorted a near-linear merge.
+    where_a = np.empty(n, dtype=np.int64)
+    where_a[order] = np.arange(len(order))
+    q_a = where_a[queries]  # each query's own row among the accepted
+    hi = np.searchsorted(comp_a, comp_a, side="left")  # first row at the same (key, ts)
+
+    cache: dict[str, np.ndarray] = {}
+    prefixes: dict[str, np.ndarray] = {}
+    starts: dict[int, np.ndarray] = {}
+
+    def gathered(column: str) -> np.ndarray:  # one gather per column, however many features use it
+        if column not in cache:
+            cache[column] = columns[column][order]
+        return cache[column]
+
+    def prefix(column: str) -> np.ndarray:
+        if column not in prefixes:
+            prefixes[column] = prefix_sums(gathered(column))
+        return prefixes[column]
 
     out: dict[str, np.ndarray] = {}
     affected_cache: dict[int, np.ndarray] = {}
     for feat in features:
         w = feat.window.ms
-        lo = np.searchsorted(comp_a, q_comp - w, side="left")
-        vals = None if feat.column is None else columns[feat.column][order]
+        if w not in starts:
+            starts[w] = np.searchsorted(comp_a, comp_a - w, side="left")
+        lo = starts[w]
+        vals = None if feat.column is None else gathered(feat.column)
         if feat.agg == "count_distinct":
             assert vals is not None
-            values = _distinct(vals, hi, codes[order], ts[order], w)
+            per_row = distinct_counts(vals, codes[order], lo, hi)
         else:
-            values = range_aggregate(feat.agg, vals, lo, hi)
+            summed = prefix(feat.column) if feat.column and feat.agg in ("sum", "mean") else None
+            per_row = range_aggregate(feat.agg, vals, lo, hi, summed)
+        values = per_row[q_a]
         if lateness_ms > 0:
             if w not in affected_cache:
-                b = np.searchsorted(comp_a, q_comp - min(w, lateness_ms), side="left")
-                newest = range_reduce(pos_a.astype(np.float64), b, hi, np.maximum, -1.0)
+                b = np.searchsorted(comp_a, comp_a - min(w, lateness_ms), side="left")
+                newest = range_reduce(pos_a.astype(np.float64), b[q_a], hi[q_a], np.maximum, -1.0)
                 affected_cache[w] = np.flatnonzero(newest > queries)
             hit = affected_cache[w]
             if len(hit):
-                values[hit] = pairs_aggregate(feat.agg, vals, lo[hit], hi[hit], pos_a, queries[hit])
+                qa = q_a[hit]
+                values[hit] = pairs_aggregate(feat.agg, vals, lo[qa], hi[qa], pos_a, queries[hit])
         full = np.full(n_new, np.nan)
         full[queries - n_prior] = values
         out[feat.name] = full
     return KernelResult(late[n_prior:], lateness[n_prior:], out)
 
 
-def range_aggregate(agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def prefix_sums(vals: np.ndarray) -> np.ndarray:
+    """Prefix sums in extended precision, so a window's sum as a difference of two keeps its digits."""
+    prefix = np.zeros(len(vals) + 1, dtype=np.longdouble)
+    np.cumsum(vals, dtype=np.longdouble, out=prefix[1:])
+    return prefix
+
+
+def range_aggregate(
+    agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, prefix: np.ndarray | None = None
+) -> np.ndarray:
     """``agg`` over each contiguous range ``[lo, hi)`` of ``vals`` (all but ``count_distinct``)."""
     count: np.ndarray = (hi - lo).astype(np.float64)
     if agg == "count":
         return count
     assert vals is not None
     if agg in ("sum", "mean"):
-        prefix = np.zeros(len(vals) + 1, dtype=np.longdouble)  # extended precision: no cancellation
-        np.cumsum(vals, dtype=np.longdouble, out=prefix[1:])
+        if prefix is None:
+            prefix = prefix_sums(vals)
         total: np.ndarray = (prefix[hi] - prefix[lo]).astype(np.float64)
         if agg == "sum":
             return total
@@ -155,26 +189,34 @@ def range_aggregate(agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.nd
     raise ValueError(f"range_aggregate does not compute {agg!r}")
 
 
-def _distinct(
-    vals: np.ndarray, hi: np.ndarray, codes_a: np.ndarray, ts_a: np.ndarray, window_ms: int
-) -> np.ndarray:
-    """Distinct values in each query's window, by DuckDB's window aggregate over the accepted rows: a
-    query is itself an accepted row, and its window is the frame ``ts in [t - W, t - 1]`` of its row."""
-    import duckdb
-    import pyarrow as pa
+def distinct_counts(vals: np.ndarray, keys: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Distinct values of ``vals`` in each range ``[lo, hi)``, for ranges whose ends never move left.
 
-    con = duckdb.connect()
-    con.execute("SET threads TO 2")
-    table = pa.table({"k": codes_a, "t": ts_a, "v": vals, "i": np.arange(len(vals))})
-    con.register("a", table)
-    frame = f"RANGE BETWEEN {int(window_ms)} PRECEDING AND 1 PRECEDING"
-    res = con.execute(
-        f"SELECT count(DISTINCT v) OVER (PARTITION BY k ORDER BY t {frame}) AS d FROM a ORDER BY i"
-    ).fetchnumpy()["d"]
-    con.close()
-    # Row hi is the first accepted row at the query's own (key, t): its frame is the query's window.
-    distinct: np.ndarray = np.asarray(res, dtype=np.float64)[hi]
-    return distinct
+    Row ``j`` adds one exactly to the ranges that hold it and no earlier row of its value: those with
+    ``prev(j) < lo <= j < hi`` - a contiguous run of ranges, since ``lo`` and ``hi`` are non-decreasing.
+    One difference array over those runs gives every count in O(n log n)."""
+    n, m = len(vals), len(lo)
+    if vals.dtype.kind in "iu" and len(vals) and int(vals.max()) - int(vals.min()) < 2**40:
+        vcode = vals.astype(np.int64) - int(vals.min())  # already codes (or small ints): no sort needed
+    elif vals.dtype.kind in "iuf":
+        _, vcode = np.unique(vals, return_inverse=True)
+    else:
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        vcode = np.asarray(pc.dictionary_encode(pa.array(vals, pa.string())).indices, dtype=np.int64)
+    group = keys.astype(np.int64) * (int(vcode.max(initial=0)) + 1) + vcode
+    order = np.argsort(group, kind="stable")
+    prev = np.full(n, -1, dtype=np.int64)
+    same = group[order][1:] == group[order][:-1]
+    prev[order[1:][same]] = order[:-1][same]
+    rows = np.arange(n)
+    start = np.maximum(np.searchsorted(lo, prev, side="right"), np.searchsorted(hi, rows, side="right"))
+    end = np.searchsorted(lo, rows, side="right")
+    run = start < end
+    diff = np.bincount(start[run], minlength=m + 1) - np.bincount(end[run], minlength=m + 1)
+    counts: np.ndarray = np.cumsum(diff[:m]).astype(np.float64)
+    return counts
 
 
 def pairs_aggregate(
