@@ -215,3 +215,24 @@ def test_timestamps_as_arrow_timestamps() -> None:
     a = compute_features(pa.table({**base, "ts": ms}), fs)["n_100"].to_pylist()
     b = compute_features(pa.table({**base, "ts": us}), fs)["n_100"].to_pylist()
     assert a == b == [0, 1, 1]
+
+
+def test_key_chunks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import fourfold.features.offline as offline
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    log = pa.table(
+        {
+            "user_id": rng.choice([f"u{i}" for i in range(50)], n),
+            "ts": np.sort(rng.integers(0, 5000, n)) - rng.integers(0, 80, n) * (rng.random(n) < 0.2),
+            "amount": rng.normal(0, 100, n),
+            "merchant": rng.choice(["a", "b", "c", "d", "e"], n),
+        }
+    )
+    fs = feature_set("60ms")
+    whole = compute_features(log, fs)
+    monkeypatch.setattr(offline, "_CHUNK_ROWS", 700)
+    chunked = compute_features(log, fs)
+    assert chunked.equals(whole)
+    assert whole["_late"].to_numpy(zero_copy_only=False).any()
