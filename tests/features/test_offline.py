@@ -234,5 +234,10 @@ def test_key_chunks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> Non
     whole = compute_features(log, fs)
     monkeypatch.setattr(offline, "_CHUNK_ROWS", 700)
     chunked = compute_features(log, fs)
-    assert chunked.equals(whole)
+    for name in whole.column_names:
+        a, b = chunked[name].to_numpy(zero_copy_only=False), whole[name].to_numpy(zero_copy_only=False)
+        if name.startswith(("sum", "mean")):  # prefix sums over other rows round differently
+            np.testing.assert_allclose(a, b, rtol=1e-12, equal_nan=True, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
     assert whole["_late"].to_numpy(zero_copy_only=False).any()
