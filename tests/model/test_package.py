@@ -144,3 +144,32 @@ def test_unsupported_model_named(tmp_path: Path) -> None:
 def test_not_a_package(tmp_path: Path) -> None:
     with pytest.raises(PackageError, match="not a fourfold model package"):
         load_package(tmp_path)
+
+
+def test_feature_set_is_stored_in_signature_order_and_hashed(tmp_path: Path) -> None:
+    from fourfold.features import DefinitionError, FeatureSet
+
+    definitions = {
+        "name": "toy",
+        "entities": [{"name": "user", "join_key": "user_id"}],
+        "sources": [{"name": "tx", "entity": "user", "timestamp": "ts"}],
+        "features": [
+            {"name": f"x{i}", "source": "tx", "agg": "sum", "column": "amount", "window": f"{i + 1}h"}
+            for i in reversed(range(5))
+        ],
+    }
+    fs = FeatureSet.from_dict(definitions)
+    model, _, table = build("xgboost")
+    pkg = save_model(model, tmp_path / "m", name="m", sample=table, features=fs)
+    loaded = load_package(pkg.path)
+    stored = loaded.features()
+    assert stored is not None
+    assert stored.names == loaded.signature.feature_names == tuple(FEATURES)
+    assert "features.yaml" in loaded.manifest["files"]
+    (pkg.path / "features.yaml").write_text((pkg.path / "features.yaml").read_text().replace("1h", "2h"))
+    with pytest.raises(TamperedPackageError, match=r"features\.yaml"):
+        load_package(pkg.path)
+    partial = FeatureSet.from_dict({**definitions, "features": definitions["features"][:2]})
+    with pytest.raises(DefinitionError, match="does not define 'x0'"):
+        save_model(model, tmp_path / "n", name="m", sample=table, features=partial)
+    assert load_package(save_model(model, tmp_path / "o", name="m", sample=table).path).features() is None

@@ -28,7 +28,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import yaml
@@ -37,9 +37,13 @@ from fourfold.errors import PackageError, TamperedPackageError
 from fourfold.model.flavors import NativeModel, flavor_for, get_flavor
 from fourfold.model.signature import Feature, Signature, infer_signature
 
+if TYPE_CHECKING:
+    from fourfold.features.definitions import FeatureSet
+
 __all__ = ["MANIFEST", "ModelPackage", "load_package", "save_model", "sha256_file", "write_manifest"]
 
 MANIFEST = "fourfold.yaml"
+FEATURES = "features.yaml"
 FORMAT = "fourfold/1"
 SAMPLE_ROWS = 256
 
@@ -86,6 +90,15 @@ class ModelPackage:
         """The model in its own library (files were verified when the package was loaded)."""
         return get_flavor(self.flavor).load(self.path / "artifacts", self.options, trusted=trusted)
 
+    def features(self) -> FeatureSet | None:
+        """The feature set stored with the model (its definitions, in the signature's order), or None."""
+        path = self.path / FEATURES
+        if not path.exists():
+            return None
+        from fourfold.features.definitions import FeatureSet
+
+        return FeatureSet.load(path)
+
     def sample(self) -> Any:
         """The stored sample rows as an Arrow table, or ``None``."""
         path = self.path / "sample.parquet"
@@ -113,6 +126,7 @@ def save_model(
     sample: Any = None,
     metadata: Mapping[str, Any] | None = None,
     threshold: float | None = None,
+    features: FeatureSet | None = None,
     overwrite: bool = False,
     **flavor_options: Any,
 ) -> ModelPackage:
@@ -122,6 +136,9 @@ def save_model(
     DataFrame or a dict of arrays), else from the feature names the model itself recorded. Flavor options:
     ``serializer`` / ``trusted_types`` (scikit-learn), ``format`` (XGBoost), ``task``, ``torch_format``,
     ``torch_output``, ``module_class``, ``init_kwargs`` (PyTorch).
+
+    ``features`` (a :class:`~fourfold.features.FeatureSet`) is stored as ``features.yaml`` in the
+    signature's order, so every pattern computes the model's inputs from the same definitions.
     """
     from fourfold.registry.names import validate_name
 
@@ -130,28 +147,31 @@ def save_model(
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise PackageError(f"{target} already exists and is not empty; pass overwrite=True to replace it")
     flavor = flavor_for(model)
-    features = _input_features(model, signature, sample)
+    inputs = _input_features(model, signature, sample)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         (staging / "artifacts").mkdir()
         options = dict(flavor_options)
-        if features is not None:
-            options["n_features"] = len(features)
+        if inputs is not None:
+            options["n_features"] = len(inputs)
         saved = flavor.save(model, staging / "artifacts", options)
-        if features is None:
+        if inputs is None:
             names = saved.options.get("feature_names") or [f"f{i}" for i in range(saved.n_features or 0)]
             if not names:
                 raise PackageError("cannot tell the model's inputs: pass signature= or sample=")
-            features = [Feature(n) for n in names]
-        if saved.n_features is not None and saved.n_features != len(features):
+            inputs = [Feature(n) for n in names]
+        if saved.n_features is not None and saved.n_features != len(inputs):
             raise PackageError(
-                f"the model takes {saved.n_features} features but the signature lists {len(features)}: "
-                f"{', '.join(f.name for f in features)}"
+                f"the model takes {saved.n_features} features but the signature lists {len(inputs)}: "
+                f"{', '.join(f.name for f in inputs)}"
             )
         if signature is None:
-            signature = Signature.for_task(saved.task, features, classes=saved.classes)
+            signature = Signature.for_task(saved.task, inputs, classes=saved.classes)
         files = [f"artifacts/{f}" for f in saved.files]
+        if features is not None:
+            features.select(signature.feature_names).dump(staging / FEATURES)
+            files.append(FEATURES)
         if sample is not None:
             _write_sample(sample, signature, staging / "sample.parquet")
             files.append("sample.parquet")
