@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from fourfold import LocalRegistry, load_predictor
 from fourfold.cli.main import app
-from fourfold.demo.history import FEATURES
+from fourfold.demo.features import FEATURES
 from fourfold.demo.run import run_demo
 
 

@@ -1,6 +1,6 @@
 """``fourfold demo``: the whole foundation end to end on a synthetic card-transaction log.
 
-generate the log -> history features -> train XGBoost -> package -> compile to ONNX (parity-checked)
+generate the log -> features (offline engine) -> train XGBoost -> package -> compile to ONNX (parity-checked)
 -> register as ``models:/fraud/production`` -> score one row and a batch with both runtimes.
 
     >>> # report = run_demo(events=200_000); print(report.render())
@@ -8,6 +8,7 @@ generate the log -> history features -> train XGBoost -> package -> compile to O
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from fourfold.advise import LatencyReport, measure_latency
 from fourfold.demo.data import write_transactions
-from fourfold.demo.history import FEATURES, HISTORY_FEATURES
+from fourfold.demo.features import FEATURES, FRAUD_FEATURES
 from fourfold.demo.train import train_fraud_model
 from fourfold.model.compile import compile_model
 from fourfold.model.package import save_model
@@ -51,7 +52,8 @@ class DemoReport:
             f"  event log     {self.events:,} events, {self.users:,} users, "
             f"fraud rate {self.fraud_rate:.2%}, {self.log_mb:.1f} MB parquet at {self.log_path}",
             f"  model         XGBoost on {len(FEATURES)} features "
-            f"({len(HISTORY_FEATURES)} from user history), trained on {self.n_train:,} events",
+            f"({len(FRAUD_FEATURES.windowed)} windowed over user history), "
+            f"trained on {self.n_train:,} events",
             f"  AUC           {self.auc:.4f} on the held-out last day ({self.n_holdout:,} events)",
             f"  registered    {self.uri}  (= models:/{MODEL_NAME}/{self.version})",
             f"  onnx          {self.parity}",
@@ -69,9 +71,9 @@ class DemoReport:
 
 
 def _signature() -> Signature:
-    # History features are NaN when the user has no earlier event in the window: that is a value.
-    history = set(HISTORY_FEATURES)
-    return Signature.for_task("binary", [Feature(f, "float64", nullable=f in history) for f in FEATURES])
+    # mean / max / last over an empty window are missing (NaN): for those features that is a value.
+    missing_ok = {f.name for f in FRAUD_FEATURES.windowed if math.isnan(f.empty_value)}
+    return Signature.for_task("binary", [Feature(f, "float64", nullable=f in missing_ok) for f in FEATURES])
 
 
 def run_demo(*, events: int = 1_000_000, seed: int = 0, out_dir: Path = Path("demo-output")) -> DemoReport:
@@ -94,6 +96,7 @@ def run_demo(*, events: int = 1_000_000, seed: int = 0, out_dir: Path = Path("de
         out_dir / "fraud-model",
         name=MODEL_NAME,
         signature=_signature(),
+        features=FRAUD_FEATURES,
         sample=result.sample,
         metadata={"auc_holdout_day": round(result.auc, 5), "trained_on": str(log_path), "seed": seed},
         overwrite=True,

@@ -1,4 +1,4 @@
-"""Train the demo fraud model: history features, a day-based split, XGBoost, AUC on the last day."""
+"""Train the demo fraud model: engine features, a day-based split, XGBoost, AUC on the last day."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pyarrow.compute as pc
 from sklearn.metrics import roc_auc_score
 from xgboost import XGBClassifier
 
-from fourfold.demo.history import FEATURES, add_history_features, feature_matrix
+from fourfold.demo.features import FEATURES, feature_matrix, featurize
 
 __all__ = ["TrainResult", "split_by_day", "train_fraud_model"]
 
@@ -56,8 +56,8 @@ def train_fraud_model(
 ) -> TrainResult:
     """Fit an XGBoost fraud classifier on all days but the last and score it on the last day.
 
-    ``table`` is a transaction log (see ``fourfold.demo.data``); history features are computed
-    on the whole log first, so held-out events see their users' earlier days, as they would live.
+    ``table`` is a transaction log (see ``fourfold.demo.data``); features are computed by the offline
+    engine on the whole log first, so held-out events see their users' earlier days, as they would live.
     The model is fitted on a plain float64 matrix, so its booster carries no feature names.
 
     >>> from fourfold.demo.data import generate_transactions
@@ -66,7 +66,7 @@ def train_fraud_model(
     True
     """
     if not set(FEATURES) <= set(table.column_names):
-        table = add_history_features(table)
+        table = featurize(table)
     train, holdout = split_by_day(table)
     if train.num_rows == 0:
         raise ValueError("need at least two calendar days: the last one is held out")
