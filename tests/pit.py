@@ -69,3 +69,21 @@ def feature_set(lateness: str = "0ms", **extra: Any) -> FeatureSet:
             **extra,
         }
     )  # fmt: skip
+
+
+def sum_tolerance(log: Any, fs: FeatureSet) -> list[dict[str, float]]:
+    """Per event, the allowed difference of each sum / mean: 1e-9 of the window's sum of magnitudes.
+
+    That is 1e-9 relative when the values share a sign (amounts); with cancellation no floating-point
+    summation but an exact one is relative to the (tiny) result, so the bound is on the magnitudes."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from fourfold.features.offline import compute_features
+
+    columns = {f.column for f in fs.windowed if f.agg in ("sum", "mean") and f.column}
+    for c in columns:
+        log = log.set_column(log.schema.get_field_index(c), c, pc.abs(log[c]).cast(pa.float64()))
+    rows = compute_features(log, fs, on_error="reject").to_pylist()
+    names = [f.name for f in fs.windowed if f.agg in ("sum", "mean")]
+    return [{n: 1e-9 * r[n] if r[n] == r[n] else 0.0 for n in names} for r in rows]

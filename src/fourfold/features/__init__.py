@@ -13,6 +13,9 @@ from fourfold.features.definitions import (
     Window,
     WindowedFeature,
 )
+from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored
+from fourfold.features.offline import compute_features, point_in_time_join
+from fourfold.features.state import KeyState, StateError
 
 __all__ = [
     "AGGREGATIONS",
@@ -21,7 +24,15 @@ __all__ = [
     "EntityFeature",
     "EventSource",
     "FeatureSet",
+    "IncrementalEngine",
+    "KeyState",
+    "Late",
+    "Rejected",
+    "Scored",
+    "StateError",
     "RequestFeature",
     "Window",
     "WindowedFeature",
+    "compute_features",
+    "point_in_time_join",
 ]

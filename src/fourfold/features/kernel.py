@@ -11,7 +11,8 @@ How it stays exact without a Python loop per event:
    event the newest timestamp seen for its key before it; an event more than the allowed lateness behind
    it is late. (A late event is below that max, so dropping it never changes the max.)
 2. Windows: accepted rows sorted by (key, ts, arrival); the window ``[t - W, t)`` of an event is a
-   contiguous range found with one ``searchsorted``. Counts, sums (prefix sums in extended precision),
+   contiguous range found with one ``searchsorted``. Counts, sums (a segment tree of pairwise
+   block sums: the error is relative to the window's own values),
    means, min / max (a sparse table built level by level, O(n) memory) and ``last`` come from the range;
    ``count_distinct`` from a difference array over the runs of windows each row is new in.
 3. Arrival order: a row in that range may have arrived *after* the event (out of order, within the
@@ -116,7 +117,7 @@ def windowed_kernel(
     hi = np.searchsorted(comp_a, comp_a, side="left")  # first row at the same (key, ts)
 
     cache: dict[str, np.ndarray] = {}
-    prefixes: dict[str, np.ndarray] = {}
+    prefixes: dict[str, list[np.ndarray]] = {}
     starts: dict[int, np.ndarray] = {}
 
     def gathered(column: str) -> np.ndarray:  # one gather per column, however many features use it
@@ -124,9 +125,9 @@ def windowed_kernel(
             cache[column] = columns[column][order]
         return cache[column]
 
-    def prefix(column: str) -> np.ndarray:
+    def prefix(column: str) -> list[np.ndarray]:
         if column not in prefixes:
-            prefixes[column] = prefix_sums(gathered(column))
+            prefixes[column] = sum_levels(gathered(column))
         return prefixes[column]
 
     out: dict[str, np.ndarray] = {}
@@ -159,15 +160,43 @@ def windowed_kernel(
     return KernelResult(late[n_prior:], lateness[n_prior:], out)
 
 
-def prefix_sums(vals: np.ndarray) -> np.ndarray:
-    """Prefix sums in extended precision, so a window's sum as a difference of two keeps its digits."""
-    prefix = np.zeros(len(vals) + 1, dtype=np.longdouble)
-    np.cumsum(vals, dtype=np.longdouble, out=prefix[1:])
-    return prefix
+def sum_levels(vals: np.ndarray) -> list[np.ndarray]:
+    """Pairwise block sums: level ``k`` holds the sums of the aligned blocks of ``2**k`` values."""
+    levels = [np.asarray(vals, dtype=np.float64)]
+    while len(levels[-1]) > 1:
+        prev = levels[-1]
+        if len(prev) % 2:
+            prev = np.append(prev, 0.0)
+        levels.append(prev[0::2] + prev[1::2])
+    return levels
+
+
+def range_sum(levels: list[np.ndarray], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Sum of each ``[lo, hi)`` from at most two aligned blocks per level (a segment tree, bottom up).
+
+    The error is that of pairwise summation over the window's own values - not, as with a difference
+    of prefix sums, of everything before it."""
+    total = np.zeros(len(lo), dtype=np.float64)
+    idx = np.flatnonzero(hi > lo)
+    left, right = lo[idx].copy(), hi[idx].copy()
+    for arr in levels:
+        if not len(idx):
+            break
+        odd = (left & 1) == 1
+        total[idx[odd]] += arr[left[odd]]
+        left[odd] += 1
+        odd = ((right & 1) == 1) & (left < right)
+        right[odd] -= 1
+        total[idx[odd]] += arr[right[odd]]
+        left >>= 1
+        right >>= 1
+        keep = left < right
+        idx, left, right = idx[keep], left[keep], right[keep]
+    return total
 
 
 def range_aggregate(
-    agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, prefix: np.ndarray | None = None
+    agg: str, vals: np.ndarray | None, lo: np.ndarray, hi: np.ndarray, levels: list[np.ndarray] | None = None
 ) -> np.ndarray:
     """``agg`` over each contiguous range ``[lo, hi)`` of ``vals`` (all but ``count_distinct``)."""
     count: np.ndarray = (hi - lo).astype(np.float64)
@@ -175,9 +204,7 @@ def range_aggregate(
         return count
     assert vals is not None
     if agg in ("sum", "mean"):
-        if prefix is None:
-            prefix = prefix_sums(vals)
-        total: np.ndarray = (prefix[hi] - prefix[lo]).astype(np.float64)
+        total = range_sum(sum_levels(vals) if levels is None else levels, lo, hi)
         if agg == "sum":
             return total
         with np.errstate(invalid="ignore", divide="ignore"):
