@@ -321,6 +321,10 @@ class IncrementalEngine:
     def keys(self) -> Iterable[Key]:
         return self._states.keys()
 
+    def drop_key(self, key: Key) -> None:
+        """Forget ``key``'s state (e.g. after writing it to an online store)."""
+        self._states.pop(key, None)
+
     def dump_key(self, key: Key) -> bytes:
         """One key's state as a blob for :meth:`load_key`."""
         st = self._states.get(key)
