@@ -23,8 +23,18 @@ class Settings(BaseSettings):
         default_factory=lambda: Path.home() / ".fourfold",
         description="Where the local registry and caches live (FOURFOLD_HOME).",
     )
+    store: str | None = Field(
+        default=None,
+        description="The online feature store URL (FOURFOLD_STORE): memory://, sqlite:////abs/path.db, "
+        "redis://host:port/db. Default: a SQLite file in FOURFOLD_HOME.",
+    )
     registry: Literal["auto", "local", "mlflow"] = Field(
         default="auto",
         description="Where models:/ URIs resolve: 'local', 'mlflow', or 'auto' = MLflow when "
         "MLFLOW_TRACKING_URI is set, else local (FOURFOLD_REGISTRY).",
     )
+
+    @property
+    def store_url(self) -> str:
+        """The store URL, or the embedded default: ``sqlite:///`` + ``$FOURFOLD_HOME/features.db``."""
+        return self.store or f"sqlite:///{self.home.absolute() / 'features.db'}"

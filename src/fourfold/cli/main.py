@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, compile, demo, models
+from fourfold.cli import advise, compile, demo, features, models
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -52,6 +52,7 @@ models.register(app)
 compile.register(app)
 demo.register(app)
 advise.register(app)
+features.register(app)
 
 
 def main() -> None:
