@@ -16,6 +16,8 @@ def test_demo_trains_compiles_and_registers_fraud_production(tmp_path: Path) -> 
     assert report.auc > 0.8
     assert report.uri == "models:/fraud/production"
     assert report.parity.startswith("parity passed")
+    assert report.engines.startswith("offline = incremental engine on")
+    assert " 0 mismatches" in report.engines
     assert set(report.latency) == {"native", "onnx"}
     assert all(r.single_row_p50_ms > 0 for r in report.latency.values())
     text = report.render()
@@ -23,6 +25,9 @@ def test_demo_trains_compiles_and_registers_fraud_production(tmp_path: Path) -> 
     assert "models:/fraud/production" in text
 
     p = load_predictor("models:/fraud/production")
+    stored = p.package.features()
+    assert stored is not None
+    assert stored.names == tuple(FEATURES)
     assert p.runtime == "onnx"
     assert p.version == "1"
     assert p.signature.feature_names == tuple(FEATURES)

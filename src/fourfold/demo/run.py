@@ -19,6 +19,7 @@ from fourfold.advise import LatencyReport, measure_latency
 from fourfold.demo.data import write_transactions
 from fourfold.demo.features import FEATURES, FRAUD_FEATURES
 from fourfold.demo.train import train_fraud_model
+from fourfold.features.agreement import engines_agree
 from fourfold.model.compile import compile_model
 from fourfold.model.package import save_model
 from fourfold.model.predictor import Predictor
@@ -43,6 +44,7 @@ class DemoReport:
     uri: str
     version: int
     parity: str
+    engines: str
     latency: dict[str, LatencyReport] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -56,6 +58,7 @@ class DemoReport:
             f"trained on {self.n_train:,} events",
             f"  AUC           {self.auc:.4f} on the held-out last day ({self.n_holdout:,} events)",
             f"  registered    {self.uri}  (= models:/{MODEL_NAME}/{self.version})",
+            f"  features      {self.engines}",
             f"  onnx          {self.parity}",
             "",
             f"  {'runtime':<8} {'1 row p50':>10} {'1 row p99':>10} {'10k rows':>10} {'rows/s':>12}",
@@ -89,6 +92,10 @@ def run_demo(*, events: int = 1_000_000, seed: int = 0, out_dir: Path = Path("de
     t0 = time.perf_counter()
     result = train_fraud_model(table, seed=seed)
     seconds["features+train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()  # the training features are what the live engine would have computed
+    agreement = engines_agree(table, FRAUD_FEATURES, fraction=min(1.0, 100_000 / max(table.num_rows, 1)))
+    seconds["engine check"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     pkg = save_model(
@@ -126,6 +133,11 @@ def run_demo(*, events: int = 1_000_000, seed: int = 0, out_dir: Path = Path("de
         uri=f"models:/{MODEL_NAME}/production",
         version=version.version,
         parity=parity.summary(),
+        engines=(
+            f"offline {'=' if agreement.agree else '!='} incremental engine on {agreement.events:,} events "
+            f"({agreement.values:,} values, {agreement.mismatches} mismatches, "
+            f"sums max rel diff {agreement.max_rel_diff:.0e})"
+        ),
         latency=latency,
         seconds=seconds,
     )
