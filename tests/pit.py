@@ -22,7 +22,7 @@ def reference(events: list[dict[str, Any]], fs: FeatureSet, key: str, ts: str) -
             continue
         row: dict[str, Any] = {"late": False, "lateness_ms": 0}
         for f in fs.windowed:
-            w = [(a, x) for a, x in accepted if x[key] == k and t - f.window.ms <= int(x[ts]) < t]
+            w = [(a, x) for a, x in accepted if x[key] == k and f.start(t) <= int(x[ts]) < t]
             vals = [x[f.column] for _, x in w] if f.column else []
             if f.agg == "count":
                 v = float(len(w))
@@ -65,6 +65,10 @@ def feature_set(lateness: str = "0ms", **extra: Any) -> FeatureSet:
                 {"name": "merchants_150", "source": "tx", "agg": "count_distinct", "column": "merchant",
                  "window": "150ms"},
                 {"name": "last_100", "source": "tx", "agg": "last", "column": "amount", "window": "100ms"},
+                # tiles (sawtooth windows): the tail hops, so the window reaches back up to W + hop - 1
+                {"name": "n_tiled", "source": "tx", "agg": "count", "window": "100ms", "hop": "30ms"},
+                {"name": "max_tiled", "source": "tx", "agg": "max", "column": "amount", "window": "200ms",
+                 "hop": "64ms"},
             ],
             **extra,
         }

@@ -244,3 +244,15 @@ def test_key_chunks_give_the_same_answer(monkeypatch: pytest.MonkeyPatch) -> Non
         else:
             np.testing.assert_array_equal(a, b, err_msg=name)
     assert whole["_late"].to_numpy(zero_copy_only=False).any()
+
+
+def test_tiled_window_tail_hops() -> None:
+    fs = feature_set()  # n_tiled: 100 ms window, 30 ms hop
+    log = pa.table(
+        {"user_id": ["u"] * 4, "ts": [149, 150, 155, 260], "amount": [1.0] * 4, "merchant": ["a"] * 4}
+    )
+    out = compute_features(log, fs).to_pylist()[3]
+    assert out["n_100"] == 0  # [160, 260): nothing
+    assert out["n_tiled"] == 2  # [150, 260): the tail hopped back to the 30 ms boundary at 150
+    assert feature_set().windowed[-2].start(260) == 150
+    assert feature_set().max_window.ms == 200 + 63  # state keeps the longest reach

@@ -132,6 +132,7 @@ class WindowedFeature:
     window: Window
     column: str | None = None
     default: float = math.nan
+    hop: Window | None = None
 
     def __post_init__(self) -> None:
         _check_name("feature", self.name)
@@ -144,6 +145,20 @@ class WindowedFeature:
             raise DefinitionError(f"feature {self.name!r}: aggregation {self.agg!r} needs a column")
         if self.window.ms <= 0:
             raise DefinitionError(f"feature {self.name!r}: the window must be longer than 0")
+        if self.hop is not None and not 0 < self.hop.ms <= self.window.ms:
+            raise DefinitionError(f"feature {self.name!r}: the tile hop must be > 0 and at most the window")
+
+    def start(self, t: int) -> int:
+        """The first timestamp in the window of an event at ``t``: ``t - W``, or with tiles (a sawtooth
+        window, as Chronon's) ``t - W`` rounded down to the hop, so the tail moves a hop at a time."""
+        if self.hop is None:
+            return t - self.window.ms
+        return ((t - self.window.ms) // self.hop.ms) * self.hop.ms
+
+    @property
+    def reach(self) -> int:
+        """How far back, at most, the window of an event reaches: ``W`` (+ ``hop - 1`` with tiles)."""
+        return self.window.ms + (self.hop.ms - 1 if self.hop else 0)
 
     @property
     def empty_value(self) -> float:
@@ -230,7 +245,8 @@ class FeatureSet:
 
     @property
     def max_window(self) -> Window:
-        return Window(max((f.window.ms for f in self.windowed), default=0))
+        """The longest look-back of any windowed feature (tiles included): state keeps this plus lateness."""
+        return Window(max((f.reach for f in self.windowed), default=0))
 
     @property
     def defaults(self) -> dict[str, float]:
@@ -267,6 +283,8 @@ class FeatureSet:
             d: dict[str, Any] = {"name": f.name}
             if isinstance(f, WindowedFeature):
                 d |= {"source": f.source, "agg": f.agg, "window": str(f.window)}
+                if f.hop is not None:
+                    d["hop"] = str(f.hop)
                 if f.column:
                     d["column"] = f.column
             elif isinstance(f, RequestFeature):
@@ -302,6 +320,7 @@ class FeatureSet:
                             Window.parse(d["window"]),
                             d.get("column"),
                             default,
+                            Window.parse(d["hop"]) if d.get("hop") else None,
                         )
                     )
                 elif "entity" in d:

@@ -170,13 +170,13 @@ class IncrementalEngine:
         self._seq = 0
         self._columns = tuple(zip(self.layout.columns, self.layout.numeric, strict=True))
         self._request = tuple(f.field for f in feature_set.request)
-        windows = sorted({f.window.ms for f in feature_set.windowed})
+        windows = sorted({(f.window.ms, f.hop.ms if f.hop else 0) for f in feature_set.windowed})
         col_index = {c: i for i, c in enumerate(self.layout.columns)}
         self._windows = tuple(windows)
         self._ops = tuple(
             (
                 _CODES[f.agg],
-                windows.index(f.window.ms),
+                windows.index((f.window.ms, f.hop.ms if f.hop else 0)),
                 col_index.get(f.column or "", -1) if f.agg != "count" else -1,
             )
             for f in feature_set.windowed
@@ -290,7 +290,7 @@ class IncrementalEngine:
         hi = bisect_left(ts, t)
         if hi == 0:
             return list(self._empty)
-        los = [bisect_left(ts, t - w, 0, hi) for w in self._windows]
+        los = [bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi) for w, hop in self._windows]
         cols = st.columns
         out: list[float] = []
         for (code, wi, ci), empty in zip(self._ops, self._empty, strict=True):

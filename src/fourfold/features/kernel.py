@@ -76,7 +76,7 @@ def windowed_kernel(
     if n_new <= 0:
         empty = np.zeros(0)
         return KernelResult(np.zeros(0, bool), np.zeros(0, np.int64), {f.name: empty for f in features})
-    max_window = max((f.window.ms for f in features), default=0)
+    max_window = max((f.reach for f in features), default=0)
     tmin, tmax = int(ts.min()), int(ts.max())
     shift = max_window + lateness_ms + 1
     span = tmax - tmin + shift + 1
@@ -118,7 +118,8 @@ def windowed_kernel(
 
     cache: dict[str, np.ndarray] = {}
     prefixes: dict[str, list[np.ndarray]] = {}
-    starts: dict[int, np.ndarray] = {}
+    starts: dict[tuple[int, int], np.ndarray] = {}
+    codes_a, ts_a = codes[order].astype(np.int64), ts[order]
 
     def gathered(column: str) -> np.ndarray:  # one gather per column, however many features use it
         if column not in cache:
@@ -131,26 +132,27 @@ def windowed_kernel(
         return prefixes[column]
 
     out: dict[str, np.ndarray] = {}
-    affected_cache: dict[int, np.ndarray] = {}
+    affected_cache: dict[tuple[int, int], np.ndarray] = {}
     for feat in features:
-        w = feat.window.ms
-        if w not in starts:
-            starts[w] = np.searchsorted(comp_a, comp_a - w, side="left")
-        lo = starts[w]
+        w, hop = feat.window.ms, (feat.hop.ms if feat.hop else 0)
+        if (w, hop) not in starts:  # the window's first timestamp, per row, as a sorted needle
+            first = (ts_a - w) // hop * hop if hop else ts_a - w
+            starts[(w, hop)] = np.searchsorted(comp_a, codes_a * span + (first - tmin + shift), side="left")
+        lo = starts[(w, hop)]
         vals = None if feat.column is None else gathered(feat.column)
         if feat.agg == "count_distinct":
             assert vals is not None
-            per_row = distinct_counts(vals, codes[order], lo, hi)
+            per_row = distinct_counts(vals, codes_a, lo, hi)
         else:
             summed = prefix(feat.column) if feat.column and feat.agg in ("sum", "mean") else None
             per_row = range_aggregate(feat.agg, vals, lo, hi, summed)
         values = per_row[q_a]
         if lateness_ms > 0:
-            if w not in affected_cache:
-                b = np.searchsorted(comp_a, comp_a - min(w, lateness_ms), side="left")
+            if (w, hop) not in affected_cache:
+                b = np.maximum(lo, np.searchsorted(comp_a, comp_a - lateness_ms, side="left"))
                 newest = range_reduce(pos_a.astype(np.float64), b[q_a], hi[q_a], np.maximum, -1.0)
-                affected_cache[w] = np.flatnonzero(newest > queries)
-            hit = affected_cache[w]
+                affected_cache[(w, hop)] = np.flatnonzero(newest > queries)
+            hit = affected_cache[(w, hop)]
             if len(hit):
                 qa = q_a[hit]
                 values[hit] = pairs_aggregate(feat.agg, vals, lo[qa], hi[qa], pos_a, queries[hit])

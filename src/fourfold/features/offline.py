@@ -138,7 +138,9 @@ def point_in_time_join(
         col = np.full(len(q), np.nan)
         if f.name in {w.name for w in fs.windowed}:
             feat = next(w for w in fs.windowed if w.name == f.name)
-            lo = np.searchsorted(comp_e, q - feat.window.ms, side="left")
+            w, hop = feat.window.ms, (feat.hop.ms if feat.hop else 0)
+            first = (probe.ts - w) // hop * hop if hop else probe.ts - w
+            lo = np.searchsorted(comp_e, codes[ne:].astype(np.int64) * span + (first - base), side="left")
             vals = None if feat.column is None else events.columns[feat.column][order]
             if feat.agg == "count_distinct":
                 col = pairs_aggregate(feat.agg, vals, lo, hi)

@@ -73,7 +73,7 @@ class Layout:
             "lateness_ms": fs.allowed_lateness.ms,
             "features": sorted(
                 [f.name, f.source, fs.key_of(f), fs.source(f.source).timestamp, f.agg, f.window.ms,
-                 f.column or ""]
+                 f.column or "", f.hop.ms if f.hop else 0]
                 for f in fs.windowed
             ),
         }  # fmt: skip
