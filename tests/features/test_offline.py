@@ -255,4 +255,4 @@ def test_tiled_window_tail_hops() -> None:
     assert out["n_100"] == 0  # [160, 260): nothing
     assert out["n_tiled"] == 2  # [150, 260): the tail hopped back to the 30 ms boundary at 150
     assert feature_set().windowed[-2].start(260) == 150
-    assert feature_set().max_window.ms == 200 + 63  # state keeps the longest reach
+    assert feature_set().windowed[-1].reach == 200 + 63  # what state must keep for it
