@@ -34,7 +34,7 @@ from fourfold.features.events import read_events, single_source
 from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored
 from fourfold.features.offline import compute_features
 from fourfold.features.state import KeyState, Layout, encode
-from fourfold.features.stores.base import OnlineStore
+from fourfold.features.stores.base import AsyncOnlineStore, OnlineStore
 
 __all__ = ["STATE_FIELD", "MaterializeReport", "OnlineFeatures"]
 
@@ -54,15 +54,22 @@ class MaterializeReport:
 class OnlineFeatures:
     """Reads and writes one feature set's entities in an online store (the namespace is its name)."""
 
-    def __init__(self, feature_set: FeatureSet, store: OnlineStore) -> None:
+    def __init__(self, feature_set: FeatureSet, store: OnlineStore | None = None) -> None:
         self.fs = feature_set
-        self.store = store
+        self._store = store
         self.namespace = feature_set.name
         self.entity_namespace = f"{feature_set.name}__entities"
         self.key_column, self.ts_column = single_source(feature_set)
         self._engine = IncrementalEngine(feature_set)
         self._layout = Layout.of(feature_set)
         self._entity_names = [f.name for f in feature_set.entity_features]
+
+    @property
+    def store(self) -> OnlineStore:
+        """The sync store (the async path passes its store to :meth:`aget`)."""
+        if self._store is None:
+            raise ValueError("this OnlineFeatures has no sync store: pass one, or use aget(store, ...)")
+        return self._store
 
     # -- writing -----------------------------------------------------------------------------------------
     def materialize(self, log: pa.Table, *, ttl_s: float | None = None) -> MaterializeReport:
@@ -166,6 +173,29 @@ class OnlineFeatures:
         extra: list[Any] = [None] * len(keys)
         if self._entity_names:
             extra = self.store.read(self.entity_namespace, keys, self._entity_names)
+        return self._rows(keys, records, extra, now)
+
+    async def aget(
+        self, store: AsyncOnlineStore, entities: Sequence[str], *, at_ms: int | None = None
+    ) -> list[dict[str, float] | None]:
+        """:meth:`get` through an async store (the online server's path)."""
+        now = int(time.time() * 1000) if at_ms is None else at_ms
+        keys = list(entities)
+        records = await store.read(self.namespace, keys, [STATE_FIELD])
+        extra: list[Any] = [None] * len(keys)
+        if self._entity_names:
+            extra = await store.read(self.entity_namespace, keys, self._entity_names)
+        return self._rows(keys, records, extra, now)
+
+    def empty(self, at_ms: int) -> dict[str, float]:
+        """The features of an entity with no history: empty windows, entity features' defaults."""
+        windowed = self._engine.read("", at_ms)
+        return {f.name: windowed.get(f.name, f.default) for f in self.fs.features if f.name in windowed
+                or f.name in self._entity_names}  # fmt: skip
+
+    def _rows(
+        self, keys: list[str], records: Sequence[Any], extra: Sequence[Any], now: int
+    ) -> list[dict[str, float] | None]:
         out: list[dict[str, float] | None] = []
         for key, record, fixed in zip(keys, records, extra, strict=True):
             if record is None and fixed is None:

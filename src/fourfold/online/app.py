@@ -1,0 +1,390 @@
+"""The online server: the seed's ``/predict`` with the feature fetch, the Open Inference Protocol, probes,
+metrics and hot reload - one Starlette app around one :class:`~fourfold.Predictor`.
+
+    >>> # app = build_app(ServeSettings(model="models:/fraud/production"))
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000, loop="uvloop", http="httptools")
+
+Every route goes through :func:`_guard`: load shedding (503 + Retry-After), bearer auth, the body limit
+(413), the deadline (504), errors as ``{"error": ...}`` with their status (never a traceback), metrics and
+one JSON access-log line with the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import numpy as np
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fourfold import __version__
+from fourfold.errors import FourfoldError, InputError
+from fourfold.features.stores import StoreError, open_async_store
+from fourfold.model.inputs import row_to_matrix, to_matrix
+from fourfold.online.cache import PredictionCache
+from fourfold.online.metrics import Metrics
+from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
+from fourfold.online.served import ModelHolder, Served
+from fourfold.online.settings import ServeSettings
+from fourfold.settings import Settings
+
+__all__ = ["build_app"]
+
+log = logging.getLogger("fourfold.online")
+access = logging.getLogger("fourfold.access")
+Handler = Callable[[Request, "Context"], Awaitable[Response]]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, "application/json"
+    )
+
+
+class Context:
+    """What a request handler needs: the served model (read once per request), settings, cache, metrics."""
+
+    def __init__(self, app: Server, request_id: str) -> None:
+        self.server = app
+        self.request_id = request_id
+        self.served: Served | None = app.holder.current
+        self.degraded = False
+
+    def model(self) -> Served:
+        if self.served is None:
+            raise FourfoldError("the model is not loaded yet", status=503)
+        return self.served
+
+
+class Server:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.holder = ModelHolder(settings)
+        self.metrics = Metrics()
+        self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
+        self.inflight = 0
+        self.ready = False
+        self.token = settings.bearer()
+        self.store: Any = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def load(self) -> bool:
+        changed = self.holder.load()
+        served = self.holder.current
+        if changed and served is not None:
+            served.batcher.on_batch = self.metrics.batch_rows.observe
+            self.metrics.set_model(served.name, served.version, served.predictor.runtime)
+        return changed
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await asyncio.to_thread(self.load)
+        url = self.settings.store or Settings().store_url
+        served = self.holder.current
+        if served is not None and served.online is not None:
+            self.store = open_async_store(url)
+        self.ready = True
+        poller = asyncio.create_task(self._poll()) if self.settings.reload_interval_s > 0 else None
+        try:
+            yield
+        finally:
+            self.ready = False
+            if poller is not None:
+                poller.cancel()
+            if self.store is not None:
+                await self.store.close()
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.reload_interval_s)
+            try:
+                await asyncio.to_thread(self.load)
+            except Exception as exc:  # keep serving the current version
+                log.warning("model reload failed, still serving the current version: %s", exc)
+
+    # -- the guard around every route ---------------------------------------------------------------------
+    def route(
+        self, name: str, handler: Handler, *, probe: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            start = time.perf_counter()
+            rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+            status = 500
+            if not probe and self.inflight >= self.settings.max_inflight:
+                self.metrics.shed.inc()
+                response = _json({"error": "server overloaded, retry later"}, 503, {"Retry-After": "1"})
+                status = 503
+                return self._finish(request, name, response, status, rid, start)
+            self.inflight += 1
+            self.metrics.inflight.set(self.inflight)
+            served = self.holder.current
+            if served is not None:
+                served.batcher.expected = self.inflight
+            try:
+                if not probe and self.token is not None:
+                    given = request.headers.get("authorization", "")
+                    if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                        raise FourfoldError("missing or wrong bearer token", status=401)
+                deadline = self._deadline(request)
+                async with asyncio.timeout(deadline):
+                    response = await handler(request, Context(self, rid))
+                status = response.status_code
+            except TimeoutError:
+                status = 504
+                response = _json({"error": f"deadline of {deadline * 1000:.0f} ms exceeded"}, 504)
+            except FourfoldError as exc:
+                status = exc.status
+                response = _json({"error": exc.message}, status)
+            except Exception:
+                log.exception("unexpected error in %s (request %s)", name, rid)
+                response = _json({"error": "internal error", "request_id": rid}, 500)
+            finally:
+                self.inflight -= 1
+                self.metrics.inflight.set(self.inflight)
+            return self._finish(request, name, response, status, rid, start)
+
+        return endpoint
+
+    def _deadline(self, request: Request) -> float:
+        raw = request.headers.get("x-deadline-ms")
+        if raw is None:
+            return self.settings.deadline_ms / 1000
+        try:
+            ms = float(raw)
+        except ValueError:
+            raise FourfoldError(
+                f"header X-Deadline-Ms must be a number of milliseconds, got {raw!r}", status=400
+            ) from None
+        if not 0 < ms <= 60_000:
+            raise FourfoldError("header X-Deadline-Ms must be in (0, 60000]", status=400)
+        return ms / 1000
+
+    def _finish(
+        self, request: Request, name: str, response: Response, status: int, rid: str, start: float
+    ) -> Response:
+        elapsed = time.perf_counter() - start
+        self.metrics.requests.labels(name, str(status)).inc()
+        self.metrics.latency.labels(name).observe(elapsed)
+        response.headers["x-request-id"] = rid
+        if self.settings.access_log and access.isEnabledFor(logging.INFO):
+            access.info(
+                orjson.dumps(
+                    {"request_id": rid, "method": request.method, "path": request.url.path, "status": status,
+                     "ms": round(elapsed * 1000, 3)}
+                ).decode()
+            )  # fmt: skip
+        return response
+
+
+async def _body(request: Request, limit: int) -> Any:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise FourfoldError(f"request body of {length} bytes is over the {limit}-byte limit", status=413)
+    ctype = request.headers.get("content-type", "")
+    if ctype and not ctype.startswith("application/json"):
+        raise FourfoldError(f"content type must be application/json, got {ctype!r}", status=415)
+    raw = await request.body()
+    if len(raw) > limit:
+        raise FourfoldError(f"request body is over the {limit}-byte limit", status=413)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise FourfoldError(f"malformed JSON: {exc}", status=400) from None
+
+
+# -- /predict: the seed's endpoint ------------------------------------------------------------------------
+async def _features_for(ctx: Context, served: Served, keys: list[str], now: int) -> list[dict[str, float]]:
+    online, server = served.online, ctx.server
+    assert online is not None
+    t0 = time.perf_counter()
+    try:
+        async with asyncio.timeout(server.settings.feature_timeout_ms / 1000):
+            rows = await online.aget(server.store, keys, at_ms=now)
+    except (TimeoutError, StoreError) as exc:
+        reason = "timeout" if isinstance(exc, TimeoutError) else "store_error"
+        if served.features is not None and not served.features.defaults_acceptable:
+            raise FourfoldError(
+                f"the feature store is unavailable ({reason}) and this model's features "
+                "have no acceptable defaults",
+                status=503,
+            ) from None
+        server.metrics.degraded.labels(reason).inc()
+        ctx.degraded = True
+        assert served.features is not None
+        defaults = served.features.defaults
+        return [{n: defaults[n] for n in online.empty(now)} for _ in keys]
+    finally:
+        server.metrics.feature_fetch.observe(time.perf_counter() - t0)
+    return [row if row is not None else online.empty(now) for row in rows]
+
+
+def _key_of(served: Served, body: dict[str, Any], i: int | None = None) -> str:
+    assert served.online is not None
+    key = body.get(served.online.key_column)
+    if key is None or key == "":
+        where = "" if i is None else f"rows[{i}]: "
+        raise InputError(
+            f"{where}field {served.online.key_column!r} (the entity id) is missing from the request"
+        )
+    return str(key)
+
+
+async def predict(request: Request, ctx: Context) -> Response:
+    body = await _body(request, ctx.server.settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise InputError("the request body must be a JSON object of the entity id and the request's fields")
+    served = ctx.model()
+    row = body
+    if served.online is not None:
+        fetched = (await _features_for(ctx, served, [_key_of(served, body)], int(time.time() * 1000)))[0]
+        row = {**fetched, **{k: v for k, v in body.items() if k in served.predictor.signature._index}}
+    p = served.predictor
+    x = row_to_matrix(row, p.signature, p._dtype, model=p._label)
+    out = ctx.server.cache.get(served.version, x)
+    ctx.server.metrics.cache.labels("hit" if out is not None else "miss").inc()
+    if out is None:
+        scored = await served.batcher.submit(x)
+        out = {k: v[0].item() for k, v in scored.items()}
+        ctx.server.cache.put(served.version, x, out)
+    return _json(
+        {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded}
+    )
+
+
+async def predict_batch(request: Request, ctx: Context) -> Response:
+    body = await _body(request, ctx.server.settings.max_body_bytes)
+    rows = body.get("rows") if isinstance(body, dict) else body
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InputError('the request body must be {"rows": [{...}, ...]} (or a JSON list of row objects)')
+    if len(rows) > ctx.server.settings.max_batch_rows:
+        raise FourfoldError(
+            f"{len(rows)} rows is over the {ctx.server.settings.max_batch_rows}-row limit", status=413
+        )
+    served = ctx.model()
+    p = served.predictor
+    if served.online is not None and rows:
+        keys = [_key_of(served, r, i) for i, r in enumerate(rows)]
+        fetched = await _features_for(ctx, served, keys, int(time.time() * 1000))
+        rows = [
+            {**f, **{k: v for k, v in r.items() if k in p.signature._index}}
+            for f, r in zip(fetched, rows, strict=True)
+        ]
+    matrix = np.empty((len(rows), len(p.signature.inputs)), dtype=p._dtype)
+    for i, r in enumerate(rows):
+        try:
+            matrix[i] = row_to_matrix(r, p.signature, p._dtype, model=p._label)[0]
+        except InputError as exc:
+            raise InputError(f"rows[{i}]: {exc.message}") from None
+    out = p.predict_matrix(matrix) if len(rows) else {o.name: np.empty(0) for o in p.signature.outputs}
+    ctx.server.metrics.batch_rows.observe(len(rows))
+    preds = [{k: v[i].item() for k, v in out.items()} for i in range(len(rows))]
+    return _json({"predictions": preds, "model_version": served.version, "request_id": ctx.request_id,
+                  "degraded": ctx.degraded})  # fmt: skip
+
+
+# -- Open Inference Protocol ------------------------------------------------------------------------------
+def _model_for(ctx: Context, request: Request) -> Served:
+    served = ctx.model()
+    name = request.path_params.get("model")
+    version = request.path_params.get("version")
+    if name != served.name:
+        raise FourfoldError(f"no model named {name!r} is served here (serving {served.name!r})", status=404)
+    if version is not None and version != served.version:
+        raise FourfoldError(
+            f"model {name!r} version {version!r} is not served here (serving version {served.version})",
+            status=404,
+        )
+    return served
+
+
+async def infer(request: Request, ctx: Context) -> Response:
+    body = await _body(request, ctx.server.settings.max_body_bytes)
+    served = _model_for(ctx, request)
+    p = served.predictor
+    req = decode_infer(body, p.signature)
+    if req.rows > ctx.server.settings.max_batch_rows:
+        raise FourfoldError(
+            f"{req.rows} rows is over the {ctx.server.settings.max_batch_rows}-row limit", status=413
+        )
+    try:
+        x = to_matrix(req.batch, p.signature, p._dtype, model=p._label)
+    except InputError as exc:
+        raise OIPError(exc.message) from None
+    out = await served.batcher.submit(x) if len(x) == 1 else p.predict_matrix(x)
+    return _json(encode_infer(served.name, served.version, out, req))
+
+
+async def model_meta(request: Request, ctx: Context) -> Response:
+    served = _model_for(ctx, request)
+    return _json(
+        model_metadata(
+            served.name, served.version, served.predictor.package.flavor, served.predictor.signature
+        )
+    )
+
+
+async def model_ready(request: Request, ctx: Context) -> Response:
+    _model_for(ctx, request)
+    return _json({"name": request.path_params["model"], "ready": ctx.server.ready})
+
+
+async def server_meta(request: Request, ctx: Context) -> Response:
+    return _json({"name": "fourfold", "version": __version__, "extensions": []})
+
+
+async def live(request: Request, ctx: Context) -> Response:
+    return _json({"live": True})
+
+
+async def ready(request: Request, ctx: Context) -> Response:
+    if not ctx.server.ready or ctx.served is None:
+        return _json({"ready": False, "error": "model not loaded"}, 503)
+    return _json({"ready": True})
+
+
+async def metrics(request: Request, ctx: Context) -> Response:
+    m = ctx.server.metrics
+    return Response(m.render(), 200, media_type="text/plain; version=0.0.4")
+
+
+async def reload(request: Request, ctx: Context) -> Response:
+    changed = await asyncio.to_thread(ctx.server.load)
+    served = ctx.server.holder.current
+    assert served is not None
+    return _json({"changed": changed, "model": served.name, "model_version": served.version})
+
+
+def build_app(settings: ServeSettings) -> Starlette:
+    """The ASGI app for ``settings`` (the model is loaded and warmed at startup, before ready)."""
+    s = Server(settings)
+    r = s.route
+    routes = [
+        Route("/predict", r("predict", predict), methods=["POST"]),
+        Route("/predict/batch", r("predict_batch", predict_batch), methods=["POST"]),
+        Route("/v2", r("server_metadata", server_meta), methods=["GET"]),
+        Route("/v2/health/live", r("live", live, probe=True), methods=["GET"]),
+        Route("/v2/health/ready", r("ready", ready, probe=True), methods=["GET"]),
+        Route("/healthz", r("live", live, probe=True), methods=["GET"]),
+        Route("/readyz", r("ready", ready, probe=True), methods=["GET"]),
+        Route("/metrics", r("metrics", metrics, probe=True), methods=["GET"]),
+        Route("/admin/reload", r("reload", reload), methods=["POST"]),
+    ]
+    for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        routes += [
+            Route(prefix, r("model_metadata", model_meta), methods=["GET"]),
+            Route(prefix + "/ready", r("model_ready", model_ready), methods=["GET"]),
+            Route(prefix + "/infer", r("infer", infer), methods=["POST"]),
+        ]
+    app = Starlette(routes=routes, lifespan=s.lifespan)
+    app.state.server = s
+    return app

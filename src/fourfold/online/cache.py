@@ -1,0 +1,61 @@
+"""The prediction cache: an in-process LRU with a TTL, keyed by model version and the exact feature vector.
+
+A new model version never reads an old version's entries: the version is part of the key.
+
+    >>> import numpy as np
+    >>> c = PredictionCache(size=2, ttl_s=60)
+    >>> c.put("3", np.array([1.0, 2.0]), {"score": 0.9})
+    >>> c.get("3", np.array([1.0, 2.0])), c.get("4", np.array([1.0, 2.0]))
+    ({'score': 0.9}, None)
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+__all__ = ["PredictionCache"]
+
+
+class PredictionCache:
+    def __init__(self, size: int = 10_000, ttl_s: float = 60.0) -> None:
+        if size < 0 or ttl_s <= 0:
+            raise ValueError(f"cache size must be >= 0 and ttl > 0, got size={size}, ttl_s={ttl_s}")
+        self.size = size
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[tuple[str, bytes], tuple[float, dict[str, Any]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _key(version: str, x: np.ndarray) -> tuple[str, bytes]:
+        return version, np.ascontiguousarray(x, dtype=np.float64).tobytes()
+
+    def get(self, version: str, x: np.ndarray) -> dict[str, Any] | None:
+        if not self.size:
+            return None
+        key = self._key(version, x)
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            if entry is not None:
+                del self._entries[key]
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[1]
+
+    def put(self, version: str, x: np.ndarray, value: dict[str, Any]) -> None:
+        if not self.size:
+            return
+        key = self._key(version, x)
+        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)

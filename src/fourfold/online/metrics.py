@@ -1,0 +1,50 @@
+"""Prometheus metrics of one server process (``GET /metrics``)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+__all__ = ["Metrics"]
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "fourfold_requests_total", "Requests by route and status.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "fourfold_request_seconds", "Request latency.", ["route"], buckets=_LATENCY, registry=r
+        )
+        self.feature_fetch = Histogram(
+            "fourfold_feature_fetch_seconds",
+            "Online feature store read latency.",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "fourfold_batch_rows",
+            "Rows per model call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 512),
+            registry=r,
+        )
+        self.cache = Counter("fourfold_cache_total", "Prediction cache lookups.", ["result"], registry=r)
+        self.degraded = Counter(
+            "fourfold_degraded_total", "Requests answered from feature defaults.", ["reason"], registry=r
+        )
+        self.shed = Counter("fourfold_shed_total", "Requests refused by load shedding.", registry=r)
+        self.inflight = Gauge(
+            "fourfold_inflight_requests", "Requests in flight (the queue depth).", registry=r
+        )
+        self.model = Gauge(
+            "fourfold_model_info", "The model version served.", ["name", "version", "runtime"], registry=r
+        )
+
+    def set_model(self, name: str, version: str, runtime: str) -> None:
+        self.model.clear()
+        self.model.labels(name, version, runtime).set(1)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,78 @@
+"""The model a server is serving right now, and how it moves to a new version without a failed request.
+
+``ModelHolder.current`` is swapped in one assignment after the new version is loaded and warmed; a request
+reads it once and uses that version to the end, so its response names the version that scored it.
+
+    >>> # holder = ModelHolder(settings); holder.load(); holder.current.version
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from fourfold.features.definitions import FeatureSet
+from fourfold.features.online import OnlineFeatures
+from fourfold.model.inputs import to_matrix
+from fourfold.model.predictor import Predictor
+from fourfold.online.batcher import MicroBatcher
+from fourfold.online.settings import ServeSettings
+from fourfold.registry.resolve import resolve
+
+__all__ = ["ModelHolder", "Served"]
+
+log = logging.getLogger("fourfold.online")
+
+
+@dataclass(frozen=True)
+class Served:
+    predictor: Predictor
+    version: str
+    batcher: MicroBatcher
+    features: FeatureSet | None
+    online: OnlineFeatures | None
+
+    @property
+    def name(self) -> str:
+        return self.predictor.name
+
+
+class ModelHolder:
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.current: Served | None = None
+
+    def load(self) -> bool:
+        """Load the version the URI names now; returns True when it changed what is served."""
+        pkg = resolve(self.settings.model)
+        version = pkg.version or pkg.manifest.get("created_at", "0")
+        if self.current is not None and self.current.version == version:
+            return False
+        s = self.settings
+        predictor = Predictor(pkg, runtime=s.runtime, threads=s.threads)
+        _warm(predictor)
+        fs = pkg.features()
+        online = OnlineFeatures(fs) if fs is not None and (fs.windowed or fs.entity_features) else None
+        batcher = MicroBatcher(
+            predictor.predict_matrix, max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms
+        )
+        old = self.current
+        self.current = Served(predictor, str(version), batcher, fs, online)
+        if old is not None:
+            log.info("model swapped: %s v%s -> v%s", predictor.name, old.version, version)
+        return True
+
+
+def _warm(predictor: Predictor) -> None:
+    """Score the stored sample (or zeros) so the first request pays no lazy initialisation."""
+    sample = predictor.package.sample()
+    try:
+        x = to_matrix(sample, predictor.signature, predictor._dtype) if sample is not None else None
+    except Exception:
+        x = None
+    if x is None or not len(x):
+        x = np.zeros((1, len(predictor.signature.inputs)))
+    for rows in (x[:1], x[:64]):
+        predictor.predict_matrix(np.ascontiguousarray(rows, dtype=predictor._dtype))

@@ -1,0 +1,69 @@
+"""Online serving settings: ``FOURFOLD_*`` environment variables, a YAML config file, or CLI flags.
+
+>>> ServeSettings(model="models:/fraud/production", max_batch_size=32).deadline_ms
+100.0
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ServeSettings"]
+
+
+class ServeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FOURFOLD_", extra="ignore")
+
+    model: str = Field("models:/fraud/production", description="The model URI to serve (FOURFOLD_MODEL).")
+    runtime: Literal["auto", "native", "onnx"] = Field("auto", description="Model runtime.")
+    host: str = Field("127.0.0.1", description="Bind address.")
+    port: int = Field(8000, description="Port.")
+    workers: int = Field(1, ge=1, description="Worker processes sharing the port.")
+    threads: int = Field(1, ge=1, description="Model threads per worker (OpenMP, ONNX Runtime, BLAS).")
+    store: str | None = Field(None, description="Online feature store URL; default: SQLite in FOURFOLD_HOME.")
+    feature_timeout_ms: float = Field(40.0, gt=0, description="Budget for the feature fetch.")
+    deadline_ms: float = Field(
+        100.0, gt=0, description="Per-request deadline (header X-Deadline-Ms overrides)."
+    )
+    max_batch_size: int = Field(64, ge=1, description="Rows per micro-batch.")
+    max_batch_wait_ms: float = Field(
+        1.0, ge=0, description="Longest wait for in-flight requests to join a batch."
+    )
+    cache_size: int = Field(10_000, ge=0, description="Prediction cache entries (0 = off).")
+    cache_ttl_s: float = Field(60.0, gt=0, description="Prediction cache time to live.")
+    max_inflight: int = Field(
+        256, ge=1, description="Requests in flight per worker before shedding with 503."
+    )
+    max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body (413 above).")
+    max_batch_rows: int = Field(10_000, ge=1, description="Most rows in one request.")
+    token: SecretStr | None = Field(None, description="Bearer token required on every non-probe route.")
+    token_file: Path | None = Field(None, description="A file holding the bearer token.")
+    reload_interval_s: float = Field(5.0, ge=0, description="Registry polling for a moved alias (0 = off).")
+    access_log: bool = Field(
+        True, description="Structured JSON access log lines on the fourfold.access logger."
+    )
+    graceful_timeout_s: float = Field(
+        10.0, ge=0, description="How long SIGTERM waits for in-flight requests."
+    )
+
+    def bearer(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return None
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: object) -> ServeSettings:
+        """Settings from a YAML file; environment variables and ``overrides`` win over it."""
+        import os
+
+        import yaml
+
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        from_file = {k: v for k, v in data.items() if f"FOURFOLD_{str(k).upper()}" not in os.environ}
+        return cls(**{**from_file, **{k: v for k, v in overrides.items() if v is not None}})
