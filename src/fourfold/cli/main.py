@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, compile, demo, features, models
+from fourfold.cli import advise, compile, demo, features, models, serve
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -53,6 +53,7 @@ compile.register(app)
 demo.register(app)
 advise.register(app)
 features.register(app)
+serve.register(app)
 
 
 def main() -> None:

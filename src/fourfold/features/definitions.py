@@ -250,7 +250,12 @@ class FeatureSet:
 
     @property
     def defaults(self) -> dict[str, float]:
-        return {f.name: f.default for f in self.features}
+        """The value of each feature when it is unavailable (store down, unknown entity): the declared
+        ``default``, else for a windowed feature its empty-window value (0 for counts and sums)."""
+        return {
+            f.name: f.empty_value if isinstance(f, WindowedFeature) and math.isnan(f.default) else f.default
+            for f in self.features
+        }
 
     def source(self, name: str) -> EventSource:
         return next(s for s in self.sources if s.name == name)

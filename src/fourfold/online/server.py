@@ -1,0 +1,65 @@
+"""Running the online server: uvicorn with uvloop and httptools, worker processes sharing the port,
+native thread pools sized on purpose, graceful drain on SIGTERM.
+
+    $ fourfold serve models:/fraud/production --workers 2 --port 8000
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from starlette.applications import Starlette
+
+from fourfold.online.app import build_app
+from fourfold.online.settings import ServeSettings
+
+__all__ = ["app_from_env", "serve"]
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def app_from_env() -> Starlette:
+    """The app factory each worker process calls (settings travel in ``FOURFOLD_*`` variables)."""
+    settings = ServeSettings()
+    _logging(settings)
+    return build_app(settings)
+
+
+def _logging(settings: ServeSettings) -> None:
+    access = logging.getLogger("fourfold.access")
+    if settings.access_log and not access.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False
+
+
+def serve(settings: ServeSettings) -> None:
+    import uvicorn
+
+    # threads x workers must not oversubscribe the cores: OpenMP (XGBoost, LightGBM) and BLAS pools get
+    # `threads` each, ONNX Runtime's intra-op pool too (set by the predictor)
+    for var in _THREAD_VARS:
+        os.environ[var] = str(settings.threads)
+    for name, value in settings.model_dump(exclude_none=True).items():
+        if name in ("token",):
+            continue  # secrets stay out of the environment; workers read token_file or FOURFOLD_TOKEN
+        os.environ[f"FOURFOLD_{name.upper()}"] = str(value)
+    if settings.token is not None:
+        os.environ["FOURFOLD_TOKEN"] = settings.token.get_secret_value()
+    uvicorn.run(
+        "fourfold.online.server:app_from_env",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=int(settings.graceful_timeout_s),
+        lifespan="on",
+    )

@@ -1,0 +1,49 @@
+"""Test support: a real fourfold server on a free port (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import uvicorn
+
+from fourfold.online.app import build_app
+from fourfold.online.settings import ServeSettings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def running(settings: ServeSettings) -> Iterator[str]:
+    """Serve ``settings`` with uvicorn in a thread; yields the base URL; stops on exit."""
+    port = free_port()
+    config = uvicorn.Config(
+        build_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    else:
+        raise RuntimeError("server did not become ready")
+    try:
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
