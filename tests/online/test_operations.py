@@ -1,0 +1,181 @@
+"""Operations: degraded mode with Redis stopped mid-test, hot swap under load, SIGTERM drain, fuzzing."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fourfold import LocalRegistry
+from fourfold.demo.features import FRAUD_FEATURES
+from fourfold.features.online import OnlineFeatures
+from fourfold.features.stores import open_store
+from fourfold.online.settings import ServeSettings
+from serving import free_port, redis_server, running
+
+BODY = {"user_id": "u000001", "amount": 12.0, "merchant_category": 2, "device": 0}
+
+
+def test_redis_stopped_mid_test_degrades_then_recovers(registered: str, fraud_log: pa.Table) -> None:
+    with redis_server() as port:
+        url = f"redis://127.0.0.1:{port}/0?socket_timeout=0.05&socket_connect_timeout=0.05"
+        store = open_store(url)
+        OnlineFeatures(FRAUD_FEATURES, store).materialize(fraud_log.slice(0, 5000))
+        store.close()
+        settings = ServeSettings(
+            model=registered, store=url, reload_interval_s=0, access_log=False, cache_size=0
+        )
+        with running(settings) as base:
+            healthy = httpx.post(base + "/predict", json=BODY).json()
+            assert healthy["degraded"] is False
+            subprocess.run(
+                ["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True
+            )
+            time.sleep(0.2)
+            down = httpx.post(base + "/predict", json=BODY)
+            assert down.status_code == 200, down.text
+            assert down.json()["degraded"] is True
+            assert 'fourfold_degraded_total{reason="store_error"}' in httpx.get(base + "/metrics").text or (
+                'fourfold_degraded_total{reason="timeout"}' in httpx.get(base + "/metrics").text
+            )
+
+
+def test_no_defaults_means_503_when_the_store_is_down(registered: str, fraud_package: Path) -> None:
+    strict = FRAUD_FEATURES.to_dict() | {"defaults_acceptable": False}
+    from fourfold import load_package, save_model
+    from fourfold.features import FeatureSet
+
+    pkg = load_package(fraud_package)
+    model = pkg.load_native()
+    path = save_model(model.booster, fraud_package.parent / "strict", name="fraud", signature=pkg.signature,  # type: ignore[attr-defined]
+                      sample=pkg.sample(), features=FeatureSet.from_dict(strict)).path  # fmt: skip
+    LocalRegistry().register(path, name="strict", aliases=["production"])
+    settings = ServeSettings(model="models:/strict/production", store="redis://127.0.0.1:1/0?socket_connect_timeout=0.05",
+                             reload_interval_s=0, access_log=False)  # fmt: skip
+    with running(settings) as base:
+        r = httpx.post(base + "/predict", json=BODY)
+    assert r.status_code == 503
+    assert "no acceptable defaults" in r.json()["error"]
+
+
+def test_hot_swap_under_load_fails_no_request(registered: str, store_url: str, fraud_package: Path) -> None:
+    settings = ServeSettings(model=registered, store=store_url, reload_interval_s=0.2, access_log=False,
+                             cache_size=0, deadline_ms=5000)  # fmt: skip
+    versions: set[str] = set()
+    failures: list[str] = []
+    stop = threading.Event()
+    with running(settings) as base:
+
+        def hammer() -> int:
+            n = 0
+            with httpx.Client(base_url=base, timeout=10) as client:
+                while not stop.is_set():
+                    r = client.post("/predict", json=BODY)
+                    if r.status_code != 200:
+                        failures.append(r.text)
+                    else:
+                        versions.add(r.json()["model_version"])
+                    n += 1
+            return n
+
+        with cf.ThreadPoolExecutor(4) as pool:
+            jobs = [pool.submit(hammer) for _ in range(4)]
+            time.sleep(0.5)
+            LocalRegistry().register(fraud_package, name="fraud", aliases=["production"])  # moves the alias
+            deadline = time.monotonic() + 10
+            while "2" not in versions and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(0.3)
+            stop.set()
+            total = sum(j.result() for j in jobs)
+    assert failures == []
+    assert versions == {"1", "2"}
+    assert total > 20
+
+
+def test_sigterm_drains_in_flight_requests(registered: str, store_url: str, fourfold_home: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FOURFOLD_HOME": str(fourfold_home), "FOURFOLD_ACCESS_LOG": "false",
+           "FOURFOLD_RELOAD_INTERVAL_S": "0", "FOURFOLD_MAX_BATCH_WAIT_MS": "0"}  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fourfold.cli.main", "serve", registered, "--store", store_url, "--port", str(port)],  # noqa: E501
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        results: list[int] = []
+
+        def slow_client() -> None:  # a request still being sent when SIGTERM arrives
+            def body() -> Any:
+                yield b'{"user_id": "u000001", "amount": 12.0,'
+                time.sleep(0.5)
+                yield b' "merchant_category": 2, "device": 0}'
+
+            r = httpx.post(base + "/predict", content=body(), headers={"content-type": "application/json",
+                           "x-deadline-ms": "5000"}, timeout=10)  # fmt: skip
+            results.append(r.status_code)
+
+        t = threading.Thread(target=slow_client)
+        t.start()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        t.join(timeout=15)
+        assert results == [200]
+        assert proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+bodies = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"user_id": st.text(max_size=8), "amount": json_values}, optional={"device": json_values}),  # noqa: E501
+    st.fixed_dictionaries({"inputs": st.lists(st.fixed_dictionaries({
+        "name": st.sampled_from(["x", "amount"]), "shape": st.lists(st.integers(-1, 12), max_size=3),
+        "datatype": st.sampled_from(["FP64", "FP32", "INT64", "BOOL", "BYTES", "NOPE"]), "data": json_values}),  # noqa: E501
+        max_size=3)}),
+)  # fmt: skip
+
+
+def test_fuzzed_requests_never_get_a_5xx(registered: str, store_url: str) -> None:
+    settings_ = ServeSettings(model=registered, store=store_url, reload_interval_s=0, access_log=False,
+                              deadline_ms=5000)  # fmt: skip
+    with running(settings_) as base, httpx.Client(base_url=base, timeout=10) as client:
+
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(st.sampled_from(["/predict", "/predict/batch", "/v2/models/fraud/infer"]), bodies)
+        def check(path: str, body: Any) -> None:
+            import orjson
+
+            try:
+                payload = orjson.dumps(body)
+            except (TypeError, orjson.JSONEncodeError):
+                return
+            r = client.post(path, content=payload, headers={"content-type": "application/json"})
+            assert r.status_code < 500, (path, body, r.text)
+            assert "error" in r.json() or r.status_code == 200
+
+        check()
