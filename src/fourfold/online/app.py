@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import logging
 import time
@@ -93,6 +94,9 @@ class Server:
         served = self.holder.current
         if served is not None and served.online is not None:
             self.store = open_async_store(url)
+        # the model, its libraries and the registry are long-lived: keep them out of every GC pass
+        gc.collect()
+        gc.freeze()
         self.ready = True
         poller = asyncio.create_task(self._poll()) if self.settings.reload_interval_s > 0 else None
         try:
@@ -151,6 +155,8 @@ class Server:
             finally:
                 self.inflight -= 1
                 self.metrics.inflight.set(self.inflight)
+                if served is not None:
+                    served.batcher.expected = self.inflight
             return self._finish(request, name, response, status, rid, start)
 
         return endpoint

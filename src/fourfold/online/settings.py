@@ -31,7 +31,7 @@ class ServeSettings(BaseSettings):
     )
     max_batch_size: int = Field(64, ge=1, description="Rows per micro-batch.")
     max_batch_wait_ms: float = Field(
-        1.0, ge=0, description="Longest wait for in-flight requests to join a batch."
+        0.0, ge=0, description="Longest wait for in-flight requests to join a batch (0: those ready now)."
     )
     cache_size: int = Field(10_000, ge=0, description="Prediction cache entries (0 = off).")
     cache_ttl_s: float = Field(60.0, gt=0, description="Prediction cache time to live.")

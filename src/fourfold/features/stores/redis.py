@@ -275,9 +275,12 @@ class AsyncRedisStore(_Common):
         if not entities:
             return []
         with self._errors():
-            async with self.client.pipeline(transaction=False) as pipe:
-                self._queue_reads(pipe, namespace, entities, fields)
-                replies = await pipe.execute()
+            if len(entities) == 1 and fields is not None:  # the online hot path: one command, no pipeline
+                replies = [await self.client.hmget(_key(namespace, entities[0]), ["__et", "__wa", *fields])]
+            else:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    self._queue_reads(pipe, namespace, entities, fields)
+                    replies = await pipe.execute()
         return self._records(replies, fields)
 
     async def delete(self, namespace: str, entities: Sequence[str]) -> int:
