@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import warnings
@@ -11,25 +10,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
+
+# mlflow itself is imported inside the fixtures: its import is slow and stateful (the dev extras install it)
+import pandas as pd
 import pytest
+import xgboost as xgb
 
-if importlib.util.find_spec("mlflow") is None:  # not imported here: MLflow's import is slow and stateful
-    pytest.skip("needs the [mlflow] extra", allow_module_level=True)
-xgb = pytest.importorskip("xgboost")
-lgb = pytest.importorskip("lightgbm")
-
-import pandas as pd  # noqa: E402  (an MLflow dependency)
-
-import fourfold  # noqa: E402
-from fourfold.errors import (  # noqa: E402
+import fourfold
+from fourfold.errors import (
     MissingExtraError,
     ModelNotFoundError,
     UnsupportedModelError,
     UntrustedModelError,
 )
-from fourfold.registry.mlflow import _public, resolve_mlflow  # noqa: E402
-from fourfold.registry.uri import parse_uri  # noqa: E402
+from fourfold.registry.mlflow import _public, resolve_mlflow
+from fourfold.registry.uri import parse_uri
 
 # MLflow's own import-time noise, which it hides by patching warnings.showwarning (so only an "error"
 # filter sees it): importing its sqlalchemy tracking store configures ORM mappers that SQLAlchemy 2.1

@@ -42,7 +42,9 @@ def redis_server(password: str | None = None, unixsocket: Path | None = None) ->
     yields the port and stops the server on leaving."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not installed")
+        raise RuntimeError(
+            "redis-server is not installed: ./dev test installs it (apt-get install redis-server)"
+        )
     port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--daemonize", "no", *(["--requirepass", password] if password else [])]
