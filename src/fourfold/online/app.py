@@ -1,5 +1,6 @@
 """The online server: the seed's ``/predict`` with the feature fetch, the Open Inference Protocol, probes,
-metrics and hot reload - one Starlette app around one :class:`~fourfold.Predictor`.
+metrics and hot reload - one ASGI app (Starlette requests and responses, fourfold's router) around one
+:class:`~fourfold.Predictor`.
 
     >>> # app = build_app(ServeSettings(model="models:/fraud/production"))
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000, loop="uvloop", http="httptools")
@@ -23,15 +24,14 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from fourfold import __version__
 from fourfold.errors import FourfoldError, InputError
 from fourfold.features.stores import StoreError, open_async_store
 from fourfold.model.inputs import row_to_matrix, to_matrix
+from fourfold.online.asgi import Router
 from fourfold.online.cache import PredictionCache
 from fourfold.online.metrics import Metrics
 from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
@@ -88,7 +88,7 @@ class Server:
         return changed
 
     @contextlib.asynccontextmanager
-    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
         await asyncio.to_thread(self.load)
         url = self.settings.store or Settings().store_url
         served = self.holder.current
@@ -370,27 +370,23 @@ async def reload(request: Request, ctx: Context) -> Response:
     return _json({"changed": changed, "model": served.name, "model_version": served.version})
 
 
-def build_app(settings: ServeSettings) -> Starlette:
+def build_app(settings: ServeSettings) -> Router:
     """The ASGI app for ``settings`` (the model is loaded and warmed at startup, before ready)."""
     s = Server(settings)
     r = s.route
-    routes = [
-        Route("/predict", r("predict", predict), methods=["POST"]),
-        Route("/predict/batch", r("predict_batch", predict_batch), methods=["POST"]),
-        Route("/v2", r("server_metadata", server_meta), methods=["GET"]),
-        Route("/v2/health/live", r("live", live, probe=True), methods=["GET"]),
-        Route("/v2/health/ready", r("ready", ready, probe=True), methods=["GET"]),
-        Route("/healthz", r("live", live, probe=True), methods=["GET"]),
-        Route("/readyz", r("ready", ready, probe=True), methods=["GET"]),
-        Route("/metrics", r("metrics", metrics, probe=True), methods=["GET"]),
-        Route("/admin/reload", r("reload", reload), methods=["POST"]),
-    ]
+    app = Router(lifespan=s.lifespan)
+    app.add("POST", "/predict", r("predict", predict))
+    app.add("POST", "/predict/batch", r("predict_batch", predict_batch))
+    app.add("GET", "/v2", r("server_metadata", server_meta))
+    app.add("GET", "/v2/health/live", r("live", live, probe=True))
+    app.add("GET", "/v2/health/ready", r("ready", ready, probe=True))
+    app.add("GET", "/healthz", r("live", live, probe=True))
+    app.add("GET", "/readyz", r("ready", ready, probe=True))
+    app.add("GET", "/metrics", r("metrics", metrics, probe=True))
+    app.add("POST", "/admin/reload", r("reload", reload))
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
-        routes += [
-            Route(prefix, r("model_metadata", model_meta), methods=["GET"]),
-            Route(prefix + "/ready", r("model_ready", model_ready), methods=["GET"]),
-            Route(prefix + "/infer", r("infer", infer), methods=["POST"]),
-        ]
-    app = Starlette(routes=routes, lifespan=s.lifespan)
-    app.state.server = s
+        app.add("GET", prefix, r("model_metadata", model_meta))
+        app.add("GET", prefix + "/ready", r("model_ready", model_ready))
+        app.add("POST", prefix + "/infer", r("infer", infer))
+    app.state["server"] = s
     return app

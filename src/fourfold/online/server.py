@@ -10,9 +10,8 @@ import logging
 import os
 import sys
 
-from starlette.applications import Starlette
-
 from fourfold.online.app import build_app
+from fourfold.online.asgi import Router
 from fourfold.online.settings import ServeSettings
 
 __all__ = ["app_from_env", "serve"]
@@ -20,7 +19,7 @@ __all__ = ["app_from_env", "serve"]
 _THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> Router:
     """The app factory each worker process calls (settings travel in ``FOURFOLD_*`` variables)."""
     settings = ServeSettings()
     _logging(settings)
