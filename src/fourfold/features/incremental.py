@@ -321,6 +321,10 @@ class IncrementalEngine:
     def keys(self) -> Iterable[Key]:
         return self._states.keys()
 
+    def put_state(self, key: Key, state: KeyState) -> None:
+        """Use ``state`` (e.g. decoded earlier) as ``key``'s state, as it is: folding changes it."""
+        self._states[key] = state
+
     def drop_key(self, key: Key) -> None:
         """Forget ``key``'s state (e.g. after writing it to an online store)."""
         self._states.pop(key, None)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ __all__ = ["STATE_FIELD", "MaterializeReport", "OnlineFeatures"]
 
 STATE_FIELD = "_state"
 _WRITE_CHUNK = 1000
+_DECODED_CACHE = 10_000  # decoded states kept per process, by blob
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class OnlineFeatures:
         self._engine = IncrementalEngine(feature_set)
         self._layout = Layout.of(feature_set)
         self._entity_names = [f.name for f in feature_set.entity_features]
+        self._decoded: OrderedDict[bytes, KeyState] = OrderedDict()
 
     @property
     def store(self) -> OnlineStore:
@@ -202,7 +205,7 @@ class OnlineFeatures:
                 out.append(None)
                 continue
             if record is not None:
-                self._load(key, record.values.get(STATE_FIELD))
+                self._load(key, record.values.get(STATE_FIELD), reuse=True)
             windowed = self._engine.read(key, now)
             self._forget(key)
             row: dict[str, float] = {}
@@ -215,9 +218,25 @@ class OnlineFeatures:
             out.append(row)
         return out
 
-    def _load(self, key: str, blob: Any) -> None:
-        if isinstance(blob, bytes):
+    def _load(self, key: str, blob: Any, *, reuse: bool = False) -> None:
+        if not isinstance(blob, bytes):
+            return
+        if not reuse:
             self._engine.load_key(key, blob)
+            return
+        # Reads never change state, so a blob decoded once serves every read until the state is rewritten
+        # (a new blob is a new cache key). Decoding is most of a read's CPU.
+        st = self._decoded.get(blob)
+        if st is None:
+            self._engine.load_key(key, blob)
+            st = self._engine.state(key)
+            if st is not None:
+                self._decoded[blob] = st
+                if len(self._decoded) > _DECODED_CACHE:
+                    self._decoded.popitem(last=False)
+        else:
+            self._decoded.move_to_end(blob)
+            self._engine.put_state(key, st)
 
     def _forget(self, key: str) -> None:
         self._engine.drop_key(key)  # the engine is a scratch evaluator here: the store keeps the state

@@ -76,7 +76,7 @@ def _tensor(t: Any, i: int) -> tuple[str, np.ndarray]:
         raise OIPError(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(_DTYPES)}")
     try:
         arr = np.asarray(data, dtype=_DTYPES[datatype])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise OIPError(f"input {name!r}: data is not a (nested) list of {datatype} values") from None
     expected = math.prod(shape)
     if arr.size != expected:

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import pytest
+
+from fourfold.model.signature import Feature, Signature
+from fourfold.online.oip import OIPError, decode_infer, encode_infer
+
+SIG = Signature.for_task("binary", [Feature("a"), Feature("b")])
+
+
+def _infer(*inputs: dict[str, object], **extra: object) -> dict[str, object]:
+    return {"inputs": list(inputs), **extra}
+
+
+def test_nested_and_flat_data_are_the_same_tensor() -> None:
+    nested = decode_infer(
+        _infer({"name": "x", "shape": [2, 2], "datatype": "FP64", "data": [[1, 2], [3, 4]]}), SIG
+    )
+    flat = decode_infer(_infer({"name": "x", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]}), SIG)
+    assert nested.rows == flat.rows == 2
+    assert nested.batch.tolist() == flat.batch.tolist()  # type: ignore[union-attr]
+
+
+def test_per_feature_inputs_and_output_selection() -> None:
+    req = decode_infer(
+        _infer({"name": "b", "shape": [2, 1], "datatype": "INT64", "data": [3, 4]},
+               {"name": "a", "shape": [2], "datatype": "BOOL", "data": [True, False]},
+               id="42", outputs=[{"name": "label"}]),
+        SIG,
+    )  # fmt: skip
+    assert isinstance(req.batch, dict)
+    assert req.batch["b"].tolist() == [3, 4]
+    import numpy as np
+
+    out = encode_infer("m", "3", {"score": np.array([0.1, 0.9]), "label": np.array([0, 1])}, req)
+    assert out == {"model_name": "m", "model_version": "3", "id": "42",
+                   "outputs": [{"name": "label", "shape": [2], "datatype": "INT64", "data": [0, 1]}]}  # fmt: skip  # noqa: E501
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({}, "non-empty list"),
+        (_infer({"name": "x", "shape": [3], "datatype": "FP64", "data": [1]}), "needs 3 values, data has 1"),
+        (_infer({"name": "x", "shape": [1], "datatype": "BYTES", "data": ["a"]}), "BYTES"),
+        (_infer({"name": "x", "shape": [1], "datatype": "FP8", "data": [1]}), "unknown datatype"),
+        (_infer({"name": "x", "shape": [1], "datatype": "INT64", "data": [9.3e18]}), "not a (nested) list"),
+        (_infer({"name": "x", "shape": [-1], "datatype": "FP64", "data": [1]}), "non-negative"),
+        (_infer({"name": "x", "datatype": "FP64", "data": [1]}), "missing shape"),
+        (_infer({"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}), "has 3 columns"),
+        (_infer({"name": "a", "shape": [2], "datatype": "FP64", "data": [1, 2]},
+                {"name": "b", "shape": [3], "datatype": "FP64", "data": [1, 2, 3]}), "has 3 rows"),
+        (_infer({"name": "a", "shape": [1], "datatype": "FP64", "data": [1]}, outputs=[{"name": "nope"}]),
+         "unknown output"),
+    ],
+)  # fmt: skip
+def test_protocol_errors_are_400_and_named(body: dict[str, object], needle: str) -> None:
+    with pytest.raises(OIPError, match=needle.replace("(", r"\(").replace(")", r"\)")) as info:
+        decode_infer(body, SIG)
+    assert info.value.status == 400
