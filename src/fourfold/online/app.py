@@ -77,6 +77,7 @@ class Server:
         self.ready = False
         self.token = settings.bearer()
         self.store: Any = None
+        self.metrics.inflight.set_function(lambda: self.inflight)  # read at scrape time, not per request
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -130,7 +131,6 @@ class Server:
                 status = 503
                 return self._finish(request, name, response, status, rid, start)
             self.inflight += 1
-            self.metrics.inflight.set(self.inflight)
             served = self.holder.current
             if served is not None:
                 served.batcher.expected = self.inflight
@@ -154,7 +154,6 @@ class Server:
                 response = _json({"error": "internal error", "request_id": rid}, 500)
             finally:
                 self.inflight -= 1
-                self.metrics.inflight.set(self.inflight)
                 if served is not None:
                     served.batcher.expected = self.inflight
             return self._finish(request, name, response, status, rid, start)
@@ -179,8 +178,7 @@ class Server:
         self, request: Request, name: str, response: Response, status: int, rid: str, start: float
     ) -> Response:
         elapsed = time.perf_counter() - start
-        self.metrics.requests.labels(name, str(status)).inc()
-        self.metrics.latency.labels(name).observe(elapsed)
+        self.metrics.count(name, status, elapsed)
         response.headers["x-request-id"] = rid
         if self.settings.access_log and access.isEnabledFor(logging.INFO):
             access.info(
@@ -257,7 +255,7 @@ async def predict(request: Request, ctx: Context) -> Response:
     p = served.predictor
     x = row_to_matrix(row, p.signature, p._dtype, model=p._label)
     out = ctx.server.cache.get(served.version, x)
-    ctx.server.metrics.cache.labels("hit" if out is not None else "miss").inc()
+    (ctx.server.metrics.cache_hit if out is not None else ctx.server.metrics.cache_miss).inc()
     if out is None:
         scored = await served.batcher.submit(x)
         out = {k: v[0].item() for k, v in scored.items()}

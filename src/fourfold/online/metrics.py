@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 __all__ = ["Metrics"]
@@ -41,6 +43,19 @@ class Metrics:
         self.model = Gauge(
             "fourfold_model_info", "The model version served.", ["name", "version", "runtime"], registry=r
         )
+
+        self.cache_hit, self.cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def count(self, route: str, status: int, seconds: float) -> None:
+        """One finished request (labelled children are looked up once per route and status)."""
+        pair = self._children.get((route, status))
+        if pair is None:
+            pair = self._children[(route, status)] = (
+                self.requests.labels(route, str(status)), self.latency.labels(route)
+            )  # fmt: skip
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def set_model(self, name: str, version: str, runtime: str) -> None:
         self.model.clear()

@@ -38,6 +38,7 @@ from fourfold.features.stores.base import (
     prepare_write,
     redact_url,
 )
+from fourfold.features.stores.resp import Multiplexed
 from fourfold.model.flavors.base import require
 
 if TYPE_CHECKING:
@@ -242,6 +243,14 @@ class AsyncRedisStore(_Common):
         )
         self.client: redis_async.Redis = aredis.Redis(connection_pool=self.pool)
         self._script = self.client.register_script(_WRITE_LUA)
+        self._fast: Multiplexed | None = None
+        kw = self.pool.connection_kwargs
+        if self.pool.connection_class.__name__ == "Connection" and self.hiredis:  # plain TCP
+            self._fast = Multiplexed(
+                kw.get("host", "127.0.0.1"), int(kw.get("port", 6379)), db=int(kw.get("db", 0) or 0),
+                username=kw.get("username"), password=kw.get("password"),
+                connect_timeout=float(kw.get("socket_connect_timeout") or 1.0),
+            )  # fmt: skip
 
     async def write(
         self,
@@ -275,8 +284,15 @@ class AsyncRedisStore(_Common):
         if not entities:
             return []
         with self._errors():
-            if len(entities) == 1 and fields is not None:  # the online hot path: one command, no pipeline
-                replies = [await self.client.hmget(_key(namespace, entities[0]), ["__et", "__wa", *fields])]
+            if len(entities) == 1 and fields is not None and self._fast is not None:  # the online hot path
+                try:
+                    replies = [
+                        await self._fast.call("HMGET", _key(namespace, entities[0]), "__et", "__wa", *fields)
+                    ]
+                except (OSError, ConnectionError) as exc:
+                    raise StoreUnavailableError(
+                        f"the Redis feature store at {self.url} is unavailable: {exc}"
+                    ) from exc
             else:
                 async with self.client.pipeline(transaction=False) as pipe:
                     self._queue_reads(pipe, namespace, entities, fields)
@@ -292,6 +308,8 @@ class AsyncRedisStore(_Common):
             return int(await self.client.unlink(*(_key(namespace, e) for e in dict.fromkeys(entities))))
 
     async def close(self) -> None:
+        if self._fast is not None:
+            await self._fast.close()
         await self.client.aclose()
         await self.pool.disconnect()
 
