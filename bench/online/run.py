@@ -7,6 +7,7 @@ concurrency 1 and 32.
 Servers (each with ``--workers`` processes, one model thread per worker - the seed's best setting):
   floor     a minimal Starlette endpoint returning a constant (the HTTP floor)
   seed      the seed's FastAPI + uvicorn code with the native XGBoost model
+  BentoML   a BentoML 1.4 service; MLServer with its XGBoost runtime (``peers.py``; their own venvs)
   fourfold  ``fourfold serve`` (ONNX runtime, prediction cache off so every request is scored)
 Two comparisons: all features in the request (fourfold's OIP ``/infer`` vs the seed's ``/infer``), and
 the seed's ``/predict`` with a Redis feature fetch (fourfold reads the state and computes the windows as
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -156,22 +158,29 @@ def main() -> None:
               "--http", "httptools", "--log-level", "warning", "--no-access-log", "--host", "127.0.0.1"]  # fmt: skip  # noqa: E501
         fourfold = [sys.executable, "-m", "fourfold.cli.main", "serve", "models:/fraud/production",
                     "--workers", str(args.workers), "--threads", "1", "--store", f"redis://127.0.0.1:{rport}/0"]  # fmt: skip  # noqa: E501
-        servers = [
-            ("floor (Starlette constant)", [*uv, "floor_app:app"], [("infer", "plain", "/infer")]),
-            ("seed FastAPI + native model", [*uv, "seed_app:app"],
+        import peers
+
+        def with_port(cmd: list[str]) -> Callable[[int], list[str]]:
+            return lambda port: [*cmd, "--port", str(port)]
+
+        env["BENTO_WORKERS"] = str(args.workers)
+        servers: list[tuple[str, Callable[[int], list[str]], list[tuple[str, str, str]]]] = [
+            ("floor (Starlette constant)", with_port([*uv, "floor_app:app"]), [("infer", "plain", "/infer")]),
+            ("seed FastAPI + native model", with_port([*uv, "seed_app:app"]),
              [("infer", "plain", "/infer"), ("predict+redis", "predict", "/predict")]),
-            ("fourfold serve", fourfold,
+            ("BentoML", lambda port: peers.bentoml_command(home, port), [("infer", "plain", "/infer")]),
+            ("MLServer", lambda port: peers.mlserver_command(home, booster_json, port, free_port(), free_port()),  # noqa: E501
+             [("infer", "oip", "/v2/models/fraud/infer")]),
+            ("fourfold serve", with_port(fourfold),
              [("infer", "oip", "/v2/models/fraud/infer"), ("predict+redis", "predict", "/predict")]),
         ]  # fmt: skip
-        for label, cmd, runs in servers:
+        for label, make, runs in servers:
             port = free_port()
-            full = [*cmd, "--port", str(port)]
-            proc = subprocess.Popen(
-                full, cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
+            proc = subprocess.Popen(make(port), cwd=HERE, env={**env, "PYTHONPATH": str(HERE)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
             try:
-                wait_ready(f"http://127.0.0.1:{port}/")
-                time.sleep(1.5)  # all workers up
+                wait_ready(f"http://127.0.0.1:{port}/", timeout=120)
+                time.sleep(3 if label in ("BentoML", "MLServer") else 1.5)  # all workers and the model up
                 for kind, script, path in runs:
                     url = f"http://127.0.0.1:{port}{path}"
                     wrk(url, scripts[script], 8, 2)  # warm up
@@ -195,6 +204,10 @@ def main() -> None:
         ff, seed = by.get(("fourfold serve", kind, 32)), by.get(("seed FastAPI + native model", kind, 32))
         if ff and seed:
             print(f"fourfold / seed ({kind}, c=32): {ff / seed:.2f}x")
+    peer_best = max((by.get((p, "infer", 32), 0.0) for p in ("BentoML", "MLServer")), default=0.0)
+    if peer_best and by.get(("fourfold serve", "infer", 32)):
+        ratio = by[("fourfold serve", "infer", 32)] / peer_best
+        print(f"fourfold / best of BentoML, MLServer (infer, c=32): {ratio:.2f}x")
     floor = by.get(("floor (Starlette constant)", "infer", 32))
     if floor and by.get(("fourfold serve", "infer", 32)):
         print(f"fourfold OIP infer / HTTP floor (c=32): {by[('fourfold serve', 'infer', 32)] / floor:.0%}")
