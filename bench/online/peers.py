@@ -55,6 +55,8 @@ def bentoml_command(workdir: Path, port: int) -> list[str]:
         str(bin_dir / "bentoml"),
         "serve",
         "bento_service:Fraud",
+        "--working-dir",
+        str(workdir),
         "--host",
         "127.0.0.1",
         "--port",
