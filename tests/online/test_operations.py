@@ -179,3 +179,38 @@ def test_fuzzed_requests_never_get_a_5xx(registered: str, store_url: str) -> Non
             assert "error" in r.json() or r.status_code == 200
 
         check()
+
+
+def test_shared_redis_cache_serves_another_worker_and_never_another_version(
+    registered: str, store_url: str, fraud_package: Path
+) -> None:
+    with redis_server() as port:
+        common = {"model": registered, "store": store_url, "reload_interval_s": 0, "access_log": False,
+                  "cache_url": f"redis://127.0.0.1:{port}/0"}  # fmt: skip
+        with running(ServeSettings(**common)) as a, running(ServeSettings(**common)) as b:  # type: ignore[arg-type]
+            first = httpx.post(a + "/predict", json=BODY).json()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:  # A writes the shared entry after answering
+                out = subprocess.run(["redis-cli", "-p", str(port), "dbsize"], capture_output=True, text=True)
+                if out.stdout.strip() not in ("", "0"):
+                    break
+                time.sleep(0.02)
+            second = httpx.post(b + "/predict", json=BODY).json()
+            assert second["score"] == first["score"]
+            assert 'fourfold_cache_total{result="shared_hit"} 1.0' in httpx.get(b + "/metrics").text
+            LocalRegistry().register(fraud_package, name="fraud", aliases=["production"])
+            httpx.post(b + "/admin/reload")
+            third = httpx.post(b + "/predict", json=BODY).json()
+            text = httpx.get(b + "/metrics").text
+    assert third["model_version"] == "2"
+    assert 'fourfold_cache_total{result="shared_miss"} 1.0' in text  # v2 never read v1's entry
+
+
+def test_a_broken_shared_cache_never_fails_a_request(registered: str, store_url: str) -> None:
+    settings_ = ServeSettings(model=registered, store=store_url, reload_interval_s=0, access_log=False,
+                              cache_url=f"redis://127.0.0.1:{free_port()}/0")  # fmt: skip
+    with running(settings_) as base:
+        r = httpx.post(base + "/predict", json=BODY)
+        text = httpx.get(base + "/metrics").text
+    assert r.status_code == 200
+    assert 'fourfold_cache_total{result="shared_error"}' in text

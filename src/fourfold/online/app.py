@@ -32,7 +32,7 @@ from fourfold.errors import FourfoldError, InputError
 from fourfold.features.stores import StoreError, open_async_store
 from fourfold.model.inputs import row_to_matrix, to_matrix
 from fourfold.online.asgi import Router
-from fourfold.online.cache import PredictionCache
+from fourfold.online.cache import PredictionCache, SharedCache
 from fourfold.online.metrics import Metrics
 from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
 from fourfold.online.served import ModelHolder, Served
@@ -73,6 +73,8 @@ class Server:
         self.holder = ModelHolder(settings)
         self.metrics = Metrics()
         self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
+        self.shared: SharedCache | None = None
+        self.background: set[asyncio.Task[None]] = set()
         self.inflight = 0
         self.ready = False
         self.token = settings.bearer()
@@ -98,6 +100,8 @@ class Server:
         # the model, its libraries and the registry are long-lived: keep them out of every GC pass
         gc.collect()
         gc.freeze()
+        if self.settings.cache_url:
+            self.shared = SharedCache(self.settings.cache_url, ttl_s=self.settings.cache_ttl_s)
         self.ready = True
         poller = asyncio.create_task(self._poll()) if self.settings.reload_interval_s > 0 else None
         try:
@@ -108,6 +112,8 @@ class Server:
                 poller.cancel()
             if self.store is not None:
                 await self.store.close()
+            if self.shared is not None:
+                await self.shared.close()
 
     async def _poll(self) -> None:
         while True:
@@ -254,15 +260,47 @@ async def predict(request: Request, ctx: Context) -> Response:
         row = {**fetched, **{k: v for k, v in body.items() if k in served.predictor.signature._index}}
     p = served.predictor
     x = row_to_matrix(row, p.signature, p._dtype, model=p._label)
-    out = ctx.server.cache.get(served.version, x)
-    (ctx.server.metrics.cache_hit if out is not None else ctx.server.metrics.cache_miss).inc()
+    server = ctx.server
+    out = server.cache.get(served.version, x)
+    (server.metrics.cache_hit if out is not None else server.metrics.cache_miss).inc()
+    if out is None and server.shared is not None:
+        out = await _shared_get(server, served, x)
     if out is None:
         scored = await served.batcher.submit(x)
         out = {k: v[0].item() for k, v in scored.items()}
-        ctx.server.cache.put(served.version, x, out)
+        server.cache.put(served.version, x, out)
+        if server.shared is not None:
+            _shared_put(server, served, x, out)
     return _json(
         {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded}
     )
+
+
+async def _shared_get(server: Server, served: Served, x: np.ndarray) -> dict[str, Any] | None:
+    assert server.shared is not None
+    try:
+        out = await server.shared.get(served.name, served.version, x)
+    except (OSError, ConnectionError, ValueError):
+        server.metrics.cache.labels("shared_error").inc()
+        return None
+    server.metrics.cache.labels("shared_hit" if out is not None else "shared_miss").inc()
+    if out is not None:
+        server.cache.put(served.version, x, out)
+    return out
+
+
+def _shared_put(server: Server, served: Served, x: np.ndarray, out: dict[str, Any]) -> None:
+    assert server.shared is not None
+
+    async def put() -> None:  # the response does not wait for the shared cache
+        try:
+            await server.shared.put(served.name, served.version, x, out)  # type: ignore[union-attr]
+        except (OSError, ConnectionError):
+            server.metrics.cache.labels("shared_error").inc()
+
+    task = asyncio.get_running_loop().create_task(put())
+    server.background.add(task)
+    task.add_done_callback(server.background.discard)
 
 
 async def predict_batch(request: Request, ctx: Context) -> Response:

@@ -59,3 +59,47 @@ class PredictionCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class SharedCache:
+    """The second cache level, shared by every worker and replica: Redis ``GET``/``SET PX`` on keys
+    ``ffc:<model>:<version>:<sha1 of the vector>``. A failing Redis never fails a request: the cache is
+    skipped (and counted by the caller).
+
+        >>> # shared = SharedCache("redis://127.0.0.1:6379/0", ttl_s=60)
+        >>> # await shared.get("fraud", "3", x)
+    """
+
+    def __init__(self, url: str, *, ttl_s: float = 60.0) -> None:
+        from urllib.parse import urlsplit
+
+        from fourfold.features.stores.resp import Multiplexed
+
+        parts = urlsplit(url)
+        if parts.scheme != "redis":
+            raise ValueError(f"the shared prediction cache needs a redis:// URL, got {parts.scheme}://")
+        db = int(parts.path.strip("/") or 0)
+        self.ttl_ms = str(int(ttl_s * 1000))
+        self._redis = Multiplexed(parts.hostname or "127.0.0.1", parts.port or 6379, db=db,
+                                  username=parts.username, password=parts.password)  # fmt: skip
+
+    @staticmethod
+    def _key(model: str, version: str, x: np.ndarray) -> str:
+        import hashlib
+
+        digest = hashlib.sha1(np.ascontiguousarray(x, dtype=np.float64).tobytes()).hexdigest()
+        return f"ffc:{model}:{version}:{digest}"
+
+    async def get(self, model: str, version: str, x: np.ndarray) -> dict[str, Any] | None:
+        import orjson
+
+        raw = await self._redis.call("GET", self._key(model, version, x))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def put(self, model: str, version: str, x: np.ndarray, value: dict[str, Any]) -> None:
+        import orjson
+
+        await self._redis.call("SET", self._key(model, version, x), orjson.dumps(value), "PX", self.ttl_ms)
+
+    async def close(self) -> None:
+        await self._redis.close()

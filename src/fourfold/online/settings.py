@@ -35,6 +35,9 @@ class ServeSettings(BaseSettings):
     )
     cache_size: int = Field(10_000, ge=0, description="Prediction cache entries (0 = off).")
     cache_ttl_s: float = Field(60.0, gt=0, description="Prediction cache time to live.")
+    cache_url: str | None = Field(
+        None, description="A redis:// URL for a prediction cache shared by all workers and replicas."
+    )
     max_inflight: int = Field(
         256, ge=1, description="Requests in flight per worker before shedding with 503."
     )
