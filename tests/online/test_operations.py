@@ -214,3 +214,39 @@ def test_a_broken_shared_cache_never_fails_a_request(registered: str, store_url:
         text = httpx.get(base + "/metrics").text
     assert r.status_code == 200
     assert 'fourfold_cache_total{result="shared_error"}' in text
+
+
+def test_metrics_add_up_across_worker_processes(registered: str, store_url: str, fourfold_home: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "FOURFOLD_HOME": str(fourfold_home), "FOURFOLD_ACCESS_LOG": "false",
+           "FOURFOLD_RELOAD_INTERVAL_S": "0", "FOURFOLD_CACHE_SIZE": "0"}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fourfold.cli.main", "serve", registered, "--store", store_url, "--port", str(port),  # noqa: E501
+         "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        time.sleep(1.0)  # the second worker
+        n = 40
+        for _ in range(n):  # new connections: the kernel spreads them over both workers
+            assert httpx.post(base + "/predict", json=BODY).status_code == 200
+        totals = []
+        for _ in range(4):  # whichever worker answers the scrape reports the sum
+            text = httpx.get(base + "/metrics").text
+            line = next(
+                ln for ln in text.splitlines() if ln.startswith('fourfold_requests_total{route="predict"')
+            )
+            totals.append(float(line.split()[-1]))
+        assert totals == [float(n)] * 4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -79,7 +79,7 @@ class Server:
         self.ready = False
         self.token = settings.bearer()
         self.store: Any = None
-        self.metrics.inflight.set_function(lambda: self.inflight)  # read at scrape time, not per request
+        self.metrics.track_inflight(lambda: self.inflight)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -114,6 +114,7 @@ class Server:
                 await self.store.close()
             if self.shared is not None:
                 await self.shared.close()
+            self.metrics.close()
 
     async def _poll(self) -> None:
         while True:
@@ -137,6 +138,8 @@ class Server:
                 status = 503
                 return self._finish(request, name, response, status, rid, start)
             self.inflight += 1
+            if self.metrics.multiprocess:
+                self.metrics.inflight.inc()
             served = self.holder.current
             if served is not None:
                 served.batcher.expected = self.inflight
@@ -160,6 +163,8 @@ class Server:
                 response = _json({"error": "internal error", "request_id": rid}, 500)
             finally:
                 self.inflight -= 1
+                if self.metrics.multiprocess:
+                    self.metrics.inflight.dec()
                 if served is not None:
                     served.batcher.expected = self.inflight
             return self._finish(request, name, response, status, rid, start)

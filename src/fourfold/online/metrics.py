@@ -1,7 +1,12 @@
-"""Prometheus metrics of one server process (``GET /metrics``)."""
+"""Prometheus metrics of the server (``GET /metrics``).
+
+With several worker processes (``PROMETHEUS_MULTIPROC_DIR`` set by the runner before the workers start),
+every worker writes its values to shared files and a scrape of any worker reports the sum over all of
+them - prometheus_client's multiprocess mode."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,12 +42,15 @@ class Metrics:
             "fourfold_degraded_total", "Requests answered from feature defaults.", ["reason"], registry=r
         )
         self.shed = Counter("fourfold_shed_total", "Requests refused by load shedding.", registry=r)
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.inflight = Gauge(
-            "fourfold_inflight_requests", "Requests in flight (the queue depth).", registry=r
-        )
+            "fourfold_inflight_requests", "Requests in flight (the queue depth).", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.model = Gauge(
-            "fourfold_model_info", "The model version served.", ["name", "version", "runtime"], registry=r
-        )
+            "fourfold_model_info", "The model version served.", ["name", "version", "runtime"], registry=r,
+            multiprocess_mode="liveall",
+        )  # fmt: skip
 
         self.cache_hit, self.cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
@@ -61,5 +69,22 @@ class Metrics:
         self.model.clear()
         self.model.labels(name, version, runtime).set(1)
 
+    def track_inflight(self, read: Any) -> None:
+        """Report in-flight requests: read at scrape time in one process; set per request with workers."""
+        if not self.multiprocess:
+            self.inflight.set_function(read)
+
     def render(self) -> bytes:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            merged = CollectorRegistry()
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+            return generate_latest(merged)
         return generate_latest(self.registry)
+
+    def close(self) -> None:
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

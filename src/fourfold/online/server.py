@@ -49,6 +49,11 @@ def serve(settings: ServeSettings) -> None:
         os.environ[f"FOURFOLD_{name.upper()}"] = str(value)
     if settings.token is not None:
         os.environ["FOURFOLD_TOKEN"] = settings.token.get_secret_value()
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        # each worker writes its metrics here; a scrape of any worker sums them (set before they import)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="fourfold-metrics-")
     uvicorn.run(
         "fourfold.online.server:app_from_env",
         factory=True,
