@@ -50,6 +50,7 @@ def test_predict_fetches_features_and_scores_like_the_predictor(
         want = p.predict_one({**f, **{k: r[k] for k in ("amount", "merchant_category", "device")}})
         assert g["score"] == pytest.approx(float(want["score"]), abs=1e-6)  # type: ignore[arg-type]
         assert g["label"] == want["label"]
+        assert "decision" not in g  # the package set no threshold of its own
 
 
 def test_oip_endpoints_follow_the_spec(registered: str, store_url: str) -> None:
@@ -221,3 +222,19 @@ def test_degraded_answers_from_defaults_when_the_store_is_slow(
     assert r.json()["degraded"] is True
     assert "fourfold_degraded_total" in text
     assert math.isfinite(r.json()["score"])
+
+
+def test_a_package_threshold_is_reported_as_the_decision(fraud_package: Path, store_url: str) -> None:
+    from fourfold import load_package, save_model
+
+    pkg = load_package(fraud_package)
+    booster = pkg.load_native().booster  # type: ignore[attr-defined]
+    target = fraud_package.parent / "thresholded"
+    kw = {"signature": pkg.signature, "sample": pkg.sample(), "features": pkg.features()}
+    path = save_model(booster, target, name="fraud", threshold=0.0, **kw).path
+    LocalRegistry().register(path, name="fraud", aliases=["production"])
+    body = {"user_id": "u000001", "amount": 12.0, "merchant_category": 2, "device": 0}
+    with running(_settings("models:/fraud/production", store_url)) as base:
+        out = httpx.post(base + "/predict", json=body).json()
+    assert out["label"] == 1  # every score is above a 0.0 threshold
+    assert out["decision"] == "positive"

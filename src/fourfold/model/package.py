@@ -181,6 +181,7 @@ def save_model(
             "flavor": flavor.name,
             "task": signature.task,
             "threshold": 0.5 if threshold is None else float(threshold),
+            "decision": threshold is not None,  # an explicit threshold is a decision rule the server reports
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "versions": _versions(saved.versions),
             "signature": signature.to_dict(),

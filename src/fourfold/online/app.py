@@ -35,6 +35,7 @@ from fourfold.online.asgi import Router
 from fourfold.online.cache import PredictionCache, SharedCache
 from fourfold.online.metrics import Metrics
 from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
+from fourfold.online.openapi import openapi
 from fourfold.online.served import ModelHolder, Served
 from fourfold.online.settings import ServeSettings
 from fourfold.settings import Settings
@@ -276,6 +277,8 @@ async def predict(request: Request, ctx: Context) -> Response:
         server.cache.put(served.version, x, out)
         if server.shared is not None:
             _shared_put(server, served, x, out)
+    if served.decision:  # the package's threshold is a decision rule: say what it decided
+        out = {**out, "decision": "positive" if out.get("label") else "negative"}
     return _json(
         {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded}
     )
@@ -404,6 +407,10 @@ async def metrics(request: Request, ctx: Context) -> Response:
     return Response(m.render(), 200, media_type="text/plain; version=0.0.4")
 
 
+async def openapi_doc(request: Request, ctx: Context) -> Response:
+    return _json(openapi(ctx.model(), __version__))
+
+
 async def reload(request: Request, ctx: Context) -> Response:
     changed = await asyncio.to_thread(ctx.server.load)
     served = ctx.server.holder.current
@@ -425,6 +432,7 @@ def build_app(settings: ServeSettings) -> Router:
     app.add("GET", "/readyz", r("ready", ready, probe=True))
     app.add("GET", "/metrics", r("metrics", metrics, probe=True))
     app.add("POST", "/admin/reload", r("reload", reload))
+    app.add("GET", "/openapi.json", r("openapi", openapi_doc, probe=True))
     for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         app.add("GET", prefix, r("model_metadata", model_meta))
         app.add("GET", prefix + "/ready", r("model_ready", model_ready))

@@ -33,6 +33,7 @@ class Served:
     batcher: MicroBatcher
     features: FeatureSet | None
     online: OnlineFeatures | None
+    decision: bool = False  # the package set a threshold: responses carry the decision it implies
 
     @property
     def name(self) -> str:
@@ -59,7 +60,8 @@ class ModelHolder:
             predictor.predict_matrix, max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms
         )
         old = self.current
-        self.current = Served(predictor, str(version), batcher, fs, online)
+        decision = bool(pkg.manifest.get("decision")) and pkg.signature.task == "binary"
+        self.current = Served(predictor, str(version), batcher, fs, online, decision)
         if old is not None:
             log.info("model swapped: %s v%s -> v%s", predictor.name, old.version, version)
         return True
