@@ -151,3 +151,25 @@ def test_pandas_nullable_and_inference(tmp_path: Path) -> None:
     ]  # fmt: skip
     with pytest.raises(FeatureTypeError, match="'s' must be a number, got str 'x'"):
         infer_signature(pd.DataFrame({"s": ["x"]}), task="binary")
+
+
+def test_infinite_or_out_of_range_values_are_named(predictor: Predictor, table: pa.Table) -> None:
+    row = dict.fromkeys(FEATURES, 0.0)
+    with pytest.raises(FeatureTypeError, match="'x1' must be a finite number"):
+        predictor.predict_one({**row, "x1": float("inf")})
+    values = table["x3"].to_numpy().copy()
+    values[2] = -np.inf
+    with pytest.raises(FeatureTypeError, match="'x3'"):
+        predictor.predict(table.set_column(3, "x3", pa.array(values)))
+
+
+def test_values_beyond_float32_are_refused_by_a_float32_runtime(tmp_path: Path) -> None:
+    import fourfold
+
+    model, _, data = build("xgboost")
+    pkg = save_model(model, tmp_path / "m", name="m", sample=data)
+    fourfold.compile_model(pkg.path)
+    onnx_p = Predictor(fourfold.load_package(pkg.path))
+    assert onnx_p.runtime == "onnx"
+    with pytest.raises(FeatureTypeError, match="'x2' must be a finite number within the model's float32"):
+        onnx_p.predict_one({**dict.fromkeys(FEATURES, 0.0), "x2": 1e300})

@@ -93,7 +93,8 @@ def to_matrix(
             )
         if batch.dtype.kind not in _NUMERIC_KINDS:
             raise FeatureTypeError("(2-D array)", "numeric", f"dtype {batch.dtype}")
-        x = np.ascontiguousarray(batch, dtype=dtype)
+        with np.errstate(over="ignore"):  # out-of-range values become inf and are refused below
+            x = np.ascontiguousarray(batch, dtype=dtype)
     else:
         if isinstance(batch, np.ndarray):
             raise ShapeError(f"an array batch must be 2-D [rows, features]; got {batch.ndim}-D")
@@ -113,8 +114,9 @@ def to_matrix(
                 raise ShapeError(
                     f"feature {name!r} has shape {col.shape}; every feature must be 1-D with {n} rows"
                 )
-            x[:, j] = col
-    _check_nulls(x, signature)
+            with np.errstate(over="ignore"):
+                x[:, j] = col
+    _check_values(x, signature)
     return x
 
 
@@ -148,14 +150,28 @@ def row_to_matrix(
             append(v)
         else:
             raise FeatureTypeError(name, "a number", f"{t.__name__} {v!r}")
-    x = np.array(values, dtype=dtype).reshape(1, len(names))
-    _check_nulls(x, signature)
+    with np.errstate(over="ignore"):
+        x = np.array(values, dtype=dtype).reshape(1, len(names))
+    _check_values(x, signature)
     return x
 
 
-def _check_nulls(x: np.ndarray, signature: Signature) -> None:
-    if x.size == 0 or not np.isnan(x.sum()):  # one reduction in the common, clean case
+def _check_values(x: np.ndarray, signature: Signature) -> None:
+    """No NaN where the signature forbids it, and nothing infinite or beyond the input dtype's range."""
+    if x.size == 0:
         return
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = x.sum()
+    if np.isfinite(total):  # one reduction in the common, clean case
+        return
+    infinite = np.isinf(x)
+    if infinite.any():
+        col = int(np.flatnonzero(infinite.any(axis=0))[0])
+        raise FeatureTypeError(
+            signature.inputs[col].name,
+            f"a finite number within the model's {x.dtype} input range",
+            f"{int(infinite[:, col].sum())} value(s) out of range",
+        )
     required = [j for j, f in enumerate(signature.inputs) if not f.nullable]
     if not required:
         return
