@@ -270,7 +270,13 @@ def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     if kind == "string":
         return st.text(min_size=schema.get("minLength", 0), max_size=12)
     if kind == "array":
-        items = from_schema(schema["items"]) if "items" in schema else json_values
+        scalars = (
+            st.floats(allow_nan=False, allow_infinity=False)
+            | st.integers()
+            | st.booleans()
+            | st.text(max_size=4)
+        )
+        items = from_schema(schema["items"]) if "items" in schema else scalars  # JSON has no inf
         return st.lists(items, min_size=schema.get("minItems", 0), max_size=4)
     props = schema.get("properties", {})
     required = set(schema.get("required", ()))

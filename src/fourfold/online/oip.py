@@ -75,8 +75,9 @@ def _tensor(t: Any, i: int) -> tuple[str, np.ndarray]:
     if datatype not in _DTYPES:
         raise OIPError(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(_DTYPES)}")
     try:
-        arr = np.asarray(data, dtype=_DTYPES[datatype])
-    except (TypeError, ValueError, OverflowError):
+        with np.errstate(over="raise", invalid="raise"):
+            arr = np.asarray(data, dtype=_DTYPES[datatype])
+    except (TypeError, ValueError, OverflowError, FloatingPointError):
         raise OIPError(f"input {name!r}: data is not a (nested) list of {datatype} values") from None
     expected = math.prod(shape)
     if arr.size != expected:
