@@ -239,6 +239,7 @@ def test_metrics_add_up_across_worker_processes(registered: str, store_url: str,
         n = 40
         for _ in range(n):  # new connections: the kernel spreads them over both workers
             assert httpx.post(base + "/predict", json=BODY).status_code == 200
+        time.sleep(0.6)  # each worker applies its buffered metrics every quarter second
         totals = []
         for _ in range(4):  # whichever worker answers the scrape reports the sum
             text = httpx.get(base + "/metrics").text

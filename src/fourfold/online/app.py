@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import itertools
 import logging
 import time
 import uuid
@@ -76,6 +77,8 @@ class Server:
         self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
         self.shared: SharedCache | None = None
         self.background: set[asyncio.Task[None]] = set()
+        self._rid_prefix = uuid.uuid4().hex[:24]  # unique per process; a counter makes each id unique
+        self._rids = itertools.count()
         self.inflight = 0
         self.ready = False
         self.token = settings.bearer()
@@ -105,17 +108,25 @@ class Server:
             self.shared = SharedCache(self.settings.cache_url, ttl_s=self.settings.cache_ttl_s)
         self.ready = True
         poller = asyncio.create_task(self._poll()) if self.settings.reload_interval_s > 0 else None
+        flusher = asyncio.create_task(self._flush_metrics())
         try:
             yield
         finally:
             self.ready = False
             if poller is not None:
                 poller.cancel()
+            flusher.cancel()
+            self.metrics.flush()
             if self.store is not None:
                 await self.store.close()
             if self.shared is not None:
                 await self.shared.close()
             self.metrics.close()
+
+    async def _flush_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.metrics.flush()
 
     async def _poll(self) -> None:
         while True:
@@ -131,7 +142,7 @@ class Server:
     ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             start = time.perf_counter()
-            rid = request.headers.get("x-request-id") or uuid.uuid4().hex
+            rid = request.headers.get("x-request-id") or f"{self._rid_prefix}{next(self._rids):08x}"
             status = 500
             if not probe and self.inflight >= self.settings.max_inflight:
                 self.metrics.shed.inc()
@@ -139,8 +150,6 @@ class Server:
                 status = 503
                 return self._finish(request, name, response, status, rid, start)
             self.inflight += 1
-            if self.metrics.multiprocess:
-                self.metrics.inflight.inc()
             served = self.holder.current
             if served is not None:
                 served.batcher.expected = self.inflight
@@ -164,8 +173,6 @@ class Server:
                 response = _json({"error": "internal error", "request_id": rid}, 500)
             finally:
                 self.inflight -= 1
-                if self.metrics.multiprocess:
-                    self.metrics.inflight.dec()
                 if served is not None:
                     served.batcher.expected = self.inflight
             return self._finish(request, name, response, status, rid, start)

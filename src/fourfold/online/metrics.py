@@ -54,16 +54,27 @@ class Metrics:
 
         self.cache_hit, self.cache_miss = self.cache.labels("hit"), self.cache.labels("miss")
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._pending: list[tuple[str, int, float]] = []
+        self._read_inflight: Any = None
 
     def count(self, route: str, status: int, seconds: float) -> None:
-        """One finished request (labelled children are looked up once per route and status)."""
-        pair = self._children.get((route, status))
-        if pair is None:
-            pair = self._children[(route, status)] = (
-                self.requests.labels(route, str(status)), self.latency.labels(route)
-            )  # fmt: skip
-        pair[0].inc()
-        pair[1].observe(seconds)
+        """One finished request. Buffered in plain lists and applied by :meth:`flush` (every quarter
+        second, and before a scrape): a Prometheus update per request costs more than the request's
+        routing, and in multiprocess mode each one is a write to a shared file."""
+        self._pending.append((route, status, seconds))
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for route, status, seconds in pending:
+            pair = self._children.get((route, status))
+            if pair is None:
+                pair = self._children[(route, status)] = (
+                    self.requests.labels(route, str(status)), self.latency.labels(route)
+                )  # fmt: skip
+            pair[0].inc()
+            pair[1].observe(seconds)
+        if self._read_inflight is not None and self.multiprocess:
+            self.inflight.set(self._read_inflight())
 
     def set_model(self, name: str, version: str, runtime: str) -> None:
         self.model.clear()
@@ -71,10 +82,12 @@ class Metrics:
 
     def track_inflight(self, read: Any) -> None:
         """Report in-flight requests: read at scrape time in one process; set per request with workers."""
+        self._read_inflight = read
         if not self.multiprocess:
             self.inflight.set_function(read)
 
     def render(self) -> bytes:
+        self.flush()
         if self.multiprocess:
             from prometheus_client import multiprocess
 
