@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, compile, demo, features, models, serve
+from fourfold.cli import advise, batch, compile, demo, features, models, serve
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -54,6 +54,7 @@ demo.register(app)
 advise.register(app)
 features.register(app)
 serve.register(app)
+batch.register(app)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ matters: columns are picked by name.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,18 +32,31 @@ __all__ = ["as_columns", "row_to_matrix", "to_matrix"]
 _NUMERIC_KINDS = "fiub"
 
 
-def as_columns(batch: Any) -> dict[str, np.ndarray]:
-    """The batch's columns as NumPy arrays (Arrow nulls become NaN in float columns)."""
+def column_names(batch: Any) -> list[str]:
+    """The names of a batch's columns, without converting any."""
     if isinstance(batch, Mapping):
-        return {str(k): _as_array(str(k), v) for k, v in batch.items()}
+        return [str(k) for k in batch]
     if hasattr(batch, "column_names") and hasattr(batch, "column"):  # pyarrow Table / RecordBatch
-        return {name: _arrow_to_numpy(name, batch.column(i)) for i, name in enumerate(batch.column_names)}
+        return list(batch.column_names)
     if hasattr(batch, "columns") and hasattr(batch, "to_numpy") and hasattr(batch, "iloc"):  # pandas
-        return {str(name): _as_array(str(name), batch[name].to_numpy()) for name in batch.columns}
+        return [str(c) for c in batch.columns]
     raise InputError(
         f"cannot read a batch of type {type(batch).__name__}; pass an Arrow table or record batch, "
         "a pandas DataFrame, a dict of arrays, or a 2-D array in the signature's column order"
     )
+
+
+def as_columns(batch: Any, only: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The batch's columns (or just ``only``) as NumPy arrays (Arrow nulls become NaN in float columns).
+
+    Columns the model does not use - ids, text, timestamps - are never converted."""
+    names = column_names(batch) if only is None else list(only)
+    if isinstance(batch, Mapping):
+        keyed = {str(k): v for k, v in batch.items()}
+        return {n: _as_array(n, keyed[n]) for n in names}
+    if hasattr(batch, "column_names") and hasattr(batch, "column"):  # pyarrow Table / RecordBatch
+        return {n: _arrow_to_numpy(n, batch.column(n)) for n in names}
+    return {n: _as_array(n, batch[n].to_numpy()) for n in names}  # pandas
 
 
 def _arrow_to_numpy(name: str, column: Any) -> np.ndarray:
@@ -98,14 +111,15 @@ def to_matrix(
     else:
         if isinstance(batch, np.ndarray):
             raise ShapeError(f"an array batch must be 2-D [rows, features]; got {batch.ndim}-D")
-        columns = as_columns(batch)
+        present = column_names(batch)
         names = signature.feature_names
         for name in names:
-            if name not in columns:
+            if name not in present:
                 raise MissingFeatureError(name, list(names), model=model)
-        if strict and len(columns) != len(names):
-            unknown = [c for c in columns if signature.index(c) is None]
+        if strict and len(present) != len(names):
+            unknown = [c for c in present if signature.index(c) is None]
             raise UnknownFeatureError(unknown, list(names), model=model)
+        columns = as_columns(batch, names)
         n = len(columns[names[0]])
         x = np.empty((n, len(names)), dtype=dtype)
         for j, name in enumerate(names):

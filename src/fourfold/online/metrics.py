@@ -58,8 +58,8 @@ class Metrics:
         self._read_inflight: Any = None
 
     def count(self, route: str, status: int, seconds: float) -> None:
-        """One finished request. Buffered in plain lists and applied by :meth:`flush` (every quarter
-        second, and before a scrape): a Prometheus update per request costs more than the request's
+        """One finished request. Buffered in plain lists and applied by :meth:`flush` (every 50 ms,
+        and before a scrape): a Prometheus update per request costs more than the request's
         routing, and in multiprocess mode each one is a write to a shared file."""
         self._pending.append((route, status, seconds))
 
