@@ -94,7 +94,10 @@ class BatchSummary:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(package_path: str, version: str | None, runtime: str) -> None:
+def _init_worker(package_path: str, version: str | None, runtime: str, threads: int = 0) -> None:
+    if threads:  # workers x threads must not oversubscribe the cores (set before the native libraries load)
+        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(threads)
     from fourfold.model.package import load_package
 
     pkg = load_package(package_path).with_version(version)
@@ -230,9 +233,9 @@ class BatchJob:
         totals = _Counts()
         for counts in done.values():
             totals.add(_Counts(**counts))
-        args = (str(pkg.path), pkg.version, runtime)
+        args = (str(pkg.path), pkg.version, runtime, max(1, (os.cpu_count() or 1) // max(1, self.workers)))
         if self.workers <= 1 or len(todo) <= 1:
-            _init_worker(*args)
+            _init_worker(*args[:3])
             results = [_score_fragment(f, str(staging), self.id_cols, self.batch_rows) for f in todo]
         else:
             # spawn, not fork: the parent holds thread pools (OpenMP, Arrow) a forked child could deadlock on
