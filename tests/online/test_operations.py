@@ -6,7 +6,6 @@ import concurrent.futures as cf
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ from fourfold.demo.features import FRAUD_FEATURES
 from fourfold.features.online import OnlineFeatures
 from fourfold.features.stores import open_store
 from fourfold.online.settings import ServeSettings
-from serving import free_port, redis_server, running
+from serving import free_port, redis_server, running, serve_process
 
 BODY = {"user_id": "u000001", "amount": 12.0, "merchant_category": 2, "device": 0}
 
@@ -104,23 +103,16 @@ def test_hot_swap_under_load_fails_no_request(registered: str, store_url: str, f
     assert total > 20
 
 
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {**os.environ, "FOURFOLD_HOME": str(home), "FOURFOLD_ACCESS_LOG": "false",
+           "FOURFOLD_RELOAD_INTERVAL_S": "0", **extra}  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    return env
+
+
 def test_sigterm_drains_in_flight_requests(registered: str, store_url: str, fourfold_home: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "FOURFOLD_HOME": str(fourfold_home), "FOURFOLD_ACCESS_LOG": "false",
-           "FOURFOLD_RELOAD_INTERVAL_S": "0", "FOURFOLD_MAX_BATCH_WAIT_MS": "0"}  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fourfold.cli.main", "serve", registered, "--store", store_url, "--port", str(port)],  # noqa: E501
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    env = _env(fourfold_home, FOURFOLD_MAX_BATCH_WAIT_MS="0")
+    with serve_process([registered, "--store", store_url], env) as (base, proc):
         results: list[int] = []
 
         def slow_client() -> None:  # a request still being sent when SIGTERM arrives
@@ -140,9 +132,6 @@ def test_sigterm_drains_in_flight_requests(registered: str, store_url: str, four
         t.join(timeout=15)
         assert results == [200]
         assert proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 json_values = st.recursive(
@@ -217,29 +206,13 @@ def test_a_broken_shared_cache_never_fails_a_request(registered: str, store_url:
 
 
 def test_metrics_add_up_across_worker_processes(registered: str, store_url: str, fourfold_home: Path) -> None:
-    port = free_port()
-    env = {**os.environ, "FOURFOLD_HOME": str(fourfold_home), "FOURFOLD_ACCESS_LOG": "false",
-           "FOURFOLD_RELOAD_INTERVAL_S": "0", "FOURFOLD_CACHE_SIZE": "0"}  # fmt: skip
-    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fourfold.cli.main", "serve", registered, "--store", store_url, "--port", str(port),  # noqa: E501
-         "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
+    env = _env(fourfold_home, FOURFOLD_CACHE_SIZE="0")
+    with serve_process([registered, "--store", store_url, "--workers", "2"], env) as (base, _):
         time.sleep(1.0)  # the second worker
         n = 40
         for _ in range(n):  # new connections: the kernel spreads them over both workers
             assert httpx.post(base + "/predict", json=BODY).status_code == 200
-        time.sleep(0.6)  # each worker applies its buffered metrics every quarter second
+        time.sleep(0.3)  # each worker applies its buffered metrics every 50 ms
         totals = []
         for _ in range(4):  # whichever worker answers the scrape reports the sum
             text = httpx.get(base + "/metrics").text
@@ -248,9 +221,6 @@ def test_metrics_add_up_across_worker_processes(registered: str, store_url: str,
             )
             totals.append(float(line.split()[-1]))
         assert totals == [float(n)] * 4
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def from_schema(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
