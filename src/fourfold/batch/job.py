@@ -29,12 +29,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fourfold.batch.sources import Fragment, open_source
 from fourfold.errors import FourfoldError
-from fourfold.model.inputs import to_matrix
+from fourfold.model.inputs import as_columns, to_matrix
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
 from fourfold.registry.resolve import resolve
@@ -104,10 +103,17 @@ def _init_worker(package_path: str, version: str | None, runtime: str, threads: 
     _WORKER["predictor"] = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
 
 
-def _reasons(
+def _matrix_and_reasons(
     batch: pa.RecordBatch, predictor: Predictor, id_cols: tuple[str, ...]
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(ok, reasons)``: which rows can be scored, and for the others the first reason (vectorized)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, ok, reasons)``: the batch's model matrix (built once), which rows can be scored, and for
+    the others the first reason - all vectorized."""
+    sig = predictor.signature
+    columns = as_columns(batch, sig.feature_names)
+    x = np.empty((batch.num_rows, len(sig.inputs)), dtype=predictor._dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: rejected below
+        for j, f in enumerate(sig.inputs):
+            x[:, j] = columns[f.name]
     ok = np.ones(batch.num_rows, dtype=bool)
     reasons = np.full(batch.num_rows, None, dtype=object)
 
@@ -118,12 +124,12 @@ def _reasons(
 
     for col in id_cols:
         reject(np.asarray(batch.column(col).is_null().to_numpy(zero_copy_only=False)), f"missing id {col!r}")
-    for f in predictor.signature.inputs:
-        raw = pc.cast(batch.column(f.name), pa.float64()).to_numpy(zero_copy_only=False)
-        values = np.asarray(raw, dtype=np.float64)
-        bad = np.isinf(values) if f.nullable else ~np.isfinite(values)
-        reject(bad, f"feature {f.name!r} is null, NaN or infinite")
-    return ok, reasons
+    finite = np.isfinite(x)
+    if not finite.all():
+        for j, f in enumerate(sig.inputs):
+            bad = np.isinf(x[:, j]) if f.nullable else ~finite[:, j]
+            reject(bad, f"feature {f.name!r} is null, NaN or infinite")
+    return x, ok, reasons
 
 
 def _score_fragment(
@@ -141,7 +147,7 @@ def _score_fragment(
     try:
         for batch in frag.batches(batch_rows):
             counts.rows_in += batch.num_rows
-            ok, reasons = _reasons(batch, predictor, id_cols)
+            x, ok, reasons = _matrix_and_reasons(batch, predictor, id_cols)
             if not ok.all():
                 bad = pa.Table.from_batches([batch]).filter(pa.array(~ok))
                 bad = bad.append_column("_reason", pa.array(reasons[~ok].tolist(), pa.string()))
@@ -150,12 +156,12 @@ def _score_fragment(
                     qwriter = pq.ParquetWriter(qtmp, bad.schema)
                 qwriter.write_table(bad)
                 counts.rejected += len(bad)
-            good = pa.Table.from_batches([batch])
+            good = pa.Table.from_batches([batch]).select(list(id_cols))
             if not ok.all():
-                good = good.filter(pa.array(ok))
+                good, x = good.filter(pa.array(ok)), np.ascontiguousarray(x[ok])
             if good.num_rows == 0:
                 continue
-            out = predictor.predict_matrix(to_matrix(good, predictor.signature, predictor._dtype))
+            out = predictor.predict_matrix(x)
             cols = {c: good.column(c) for c in id_cols}
             for name, values in out.items():
                 cols[name] = pa.array(values)
