@@ -54,7 +54,6 @@ def main() -> None:
     from fourfold.demo.data import generate_transactions
     from fourfold.demo.features import FEATURES, featurize
     from fourfold.demo.run import run_demo
-    from fourfold.model.inputs import to_matrix
 
     run_demo(events=200_000, out_dir=home / "demo")
     pkg = resolve("models:/fraud/production")
@@ -68,7 +67,7 @@ def main() -> None:
 
     runtime = BatchJob._fastest_runtime(load_package(pkg.path).with_version(pkg.version))
     p = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
-    x = to_matrix(table, p.signature, p._dtype)
+    x = p.matrix(table)
     t0 = time.perf_counter()
     p.predict_matrix(x)
     raw = table.num_rows / (time.perf_counter() - t0)

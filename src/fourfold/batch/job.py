@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 
 from fourfold.batch.sources import Fragment, open_source
 from fourfold.errors import FourfoldError
-from fourfold.model.inputs import as_columns, to_matrix
+from fourfold.model.inputs import as_columns
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
 from fourfold.registry.resolve import resolve
@@ -110,7 +110,7 @@ def _matrix_and_reasons(
     the others the first reason - all vectorized."""
     sig = predictor.signature
     columns = as_columns(batch, sig.feature_names)
-    x = np.empty((batch.num_rows, len(sig.inputs)), dtype=predictor._dtype)
+    x = np.empty((batch.num_rows, len(sig.inputs)), dtype=predictor.input_dtype)
     with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: rejected below
         for j, f in enumerate(sig.inputs):
             x[:, j] = columns[f.name]
@@ -295,8 +295,8 @@ class BatchJob:
         best, best_s = "native", float("inf")
         for name in ("native", "onnx"):
             p = Predictor(pkg, runtime="native" if name == "native" else "onnx")
-            x = to_matrix(sample, p.signature, p._dtype)
-            x = np.ascontiguousarray(np.tile(x, (max(1, 20_000 // len(x)), 1)), dtype=p._dtype)
+            x = p.matrix(sample)
+            x = np.ascontiguousarray(np.tile(x, (max(1, 20_000 // len(x)), 1)), dtype=p.input_dtype)
             p.predict_matrix(x[:100])
             start = time.perf_counter()
             p.predict_matrix(x)

@@ -62,10 +62,25 @@ class Predictor:
     def version(self) -> str | None:
         return self.package.version
 
+    @property
+    def input_dtype(self) -> type[np.floating[Any]]:
+        """The dtype the runtime takes its matrix in (float32 for ONNX, float64 for most native models)."""
+        return self._dtype
+
+    def matrix(self, batch: Any) -> np.ndarray:
+        """A batch validated against the signature, as the runtime's input matrix (errors name the feature).
+
+        Patterns that queue, cache or batch rows build the matrix here and score it with
+        :meth:`predict_matrix` - the same validation :meth:`predict` does."""
+        return to_matrix(batch, self.signature, self._dtype, strict=self.strict, model=self._label)
+
+    def row_matrix(self, row: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`matrix` for one row given as a mapping (the low-latency path)."""
+        return row_to_matrix(row, self.signature, self._dtype, strict=self.strict, model=self._label)
+
     def predict(self, batch: Any) -> dict[str, np.ndarray]:
         """Score a batch: Arrow table / record batch, pandas DataFrame, dict of arrays, or 2-D array."""
-        x = to_matrix(batch, self.signature, self._dtype, strict=self.strict, model=self._label)
-        return self.predict_matrix(x)
+        return self.predict_matrix(self.matrix(batch))
 
     def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Score a matrix already validated and in the signature's order (the patterns' hot path)."""
@@ -77,8 +92,7 @@ class Predictor:
 
     def predict_one(self, row: Mapping[str, Any]) -> dict[str, object]:
         """Score one row given as a mapping of feature name to number; returns Python scalars."""
-        x = row_to_matrix(row, self.signature, self._dtype, strict=self.strict, model=self._label)
-        return finish_one(self._task, self._rt.predict_raw(x), self.threshold)
+        return finish_one(self._task, self._rt.predict_raw(self.row_matrix(row)), self.threshold)
 
     def __repr__(self) -> str:
         return f"<Predictor {self._label} runtime={self.runtime}>"

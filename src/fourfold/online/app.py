@@ -31,7 +31,6 @@ from starlette.responses import Response
 from fourfold import __version__
 from fourfold.errors import FourfoldError, InputError
 from fourfold.features.stores import StoreError, open_async_store
-from fourfold.model.inputs import row_to_matrix, to_matrix
 from fourfold.online.asgi import Router
 from fourfold.online.cache import PredictionCache, SharedCache
 from fourfold.online.metrics import Metrics
@@ -270,9 +269,9 @@ async def predict(request: Request, ctx: Context) -> Response:
     row = body
     if served.online is not None:
         fetched = (await _features_for(ctx, served, [_key_of(served, body)], int(time.time() * 1000)))[0]
-        row = {**fetched, **{k: v for k, v in body.items() if k in served.predictor.signature._index}}
+        row = {**fetched, **{k: v for k, v in body.items() if k in served.inputs}}
     p = served.predictor
-    x = row_to_matrix(row, p.signature, p._dtype, model=p._label)
+    x = p.row_matrix(row)
     server = ctx.server
     out = server.cache.get(served.version, x)
     (server.metrics.cache_hit if out is not None else server.metrics.cache_miss).inc()
@@ -333,13 +332,13 @@ async def predict_batch(request: Request, ctx: Context) -> Response:
         keys = [_key_of(served, r, i) for i, r in enumerate(rows)]
         fetched = await _features_for(ctx, served, keys, int(time.time() * 1000))
         rows = [
-            {**f, **{k: v for k, v in r.items() if k in p.signature._index}}
+            {**f, **{k: v for k, v in r.items() if k in served.inputs}}
             for f, r in zip(fetched, rows, strict=True)
         ]
-    matrix = np.empty((len(rows), len(p.signature.inputs)), dtype=p._dtype)
+    matrix = np.empty((len(rows), len(p.signature.inputs)), dtype=p.input_dtype)
     for i, r in enumerate(rows):
         try:
-            matrix[i] = row_to_matrix(r, p.signature, p._dtype, model=p._label)[0]
+            matrix[i] = p.row_matrix(r)[0]
         except InputError as exc:
             raise InputError(f"rows[{i}]: {exc.message}") from None
     out = p.predict_matrix(matrix) if len(rows) else {o.name: np.empty(0) for o in p.signature.outputs}
@@ -374,7 +373,7 @@ async def infer(request: Request, ctx: Context) -> Response:
             f"{req.rows} rows is over the {ctx.server.settings.max_batch_rows}-row limit", status=413
         )
     try:
-        x = to_matrix(req.batch, p.signature, p._dtype, model=p._label)
+        x = p.matrix(req.batch)
     except InputError as exc:
         raise OIPError(exc.message) from None
     out = await served.batcher.submit(x) if len(x) == 1 else p.predict_matrix(x)

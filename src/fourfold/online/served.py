@@ -8,6 +8,7 @@ reads it once and uses that version to the end, so its response names the versio
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -15,7 +16,6 @@ import numpy as np
 
 from fourfold.features.definitions import FeatureSet
 from fourfold.features.online import OnlineFeatures
-from fourfold.model.inputs import to_matrix
 from fourfold.model.predictor import Predictor
 from fourfold.online.batcher import MicroBatcher
 from fourfold.online.settings import ServeSettings
@@ -34,6 +34,11 @@ class Served:
     features: FeatureSet | None
     online: OnlineFeatures | None
     decision: bool = False  # the package set a threshold: responses carry the decision it implies
+
+    @functools.cached_property
+    def inputs(self) -> frozenset[str]:
+        """The model's feature names: the request fields that are features rather than ids or noise."""
+        return frozenset(self.predictor.signature.feature_names)
 
     @property
     def name(self) -> str:
@@ -71,10 +76,10 @@ def _warm(predictor: Predictor) -> None:
     """Score the stored sample (or zeros) so the first request pays no lazy initialisation."""
     sample = predictor.package.sample()
     try:
-        x = to_matrix(sample, predictor.signature, predictor._dtype) if sample is not None else None
+        x = predictor.matrix(sample) if sample is not None else None
     except Exception:
         x = None
     if x is None or not len(x):
         x = np.zeros((1, len(predictor.signature.inputs)))
     for rows in (x[:1], x[:64]):
-        predictor.predict_matrix(np.ascontiguousarray(rows, dtype=predictor._dtype))
+        predictor.predict_matrix(np.ascontiguousarray(rows, dtype=predictor.input_dtype))
