@@ -60,7 +60,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("FOURFOLD_HOME", tempfile.mkdtemp(prefix="ff-bench-"))
 
-    from features_store import redis_server
+    from common import redis_server
 
     from fourfold.demo.data import generate_transactions
     from fourfold.demo.features import FRAUD_FEATURES as FS

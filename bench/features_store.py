@@ -16,56 +16,18 @@ import asyncio
 import os
 import random
 import shutil
-import socket
-import subprocess
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from common import redis_server, timed
 
 from fourfold.features.stores import InValue, open_async_store, open_store
 
 NAMESPACE = "bench"
-
-
-@contextmanager
-def redis_server() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(500):
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as conn:
-                    conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                time.sleep(0.01)
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> np.ndarray:
-    for _ in range(min(200, repeat)):
-        fn()
-    out = np.empty(repeat)
-    for i in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn()
-        out[i] = time.perf_counter_ns() - t0
-    return out / 1000.0  # microseconds
 
 
 async def atimed(fn: Callable[[], Awaitable[Any]], repeat: int) -> np.ndarray:
@@ -108,8 +70,8 @@ def main() -> None:
                 store.write(NAMESPACE, {e: rows[e] for e in ids[i : i + 1000]}, event_time_ms=1)
             write_s = time.perf_counter() - t0
             it1, itb = iter(singles * 2), iter(batches * 4)
-            one = timed(lambda: store.read(NAMESPACE, next(it1), fields), args.reads)
-            batch = timed(lambda: store.read(NAMESPACE, next(itb), fields), len(batches))
+            one = timed(lambda: store.read(NAMESPACE, next(it1), fields), args.reads, warmup=200)
+            batch = timed(lambda: store.read(NAMESPACE, next(itb), fields), len(batches), warmup=200)
             assert all(r is not None for r in store.read(NAMESPACE, batches[0], fields))
             return row(label, one, batch, write_s, len(ids))
         finally:

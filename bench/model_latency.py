@@ -12,23 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> np.ndarray:
-    for _ in range(min(50, repeat)):
-        fn()
-    out = np.empty(repeat)
-    for i in range(repeat):
-        t0 = time.perf_counter_ns()
-        fn()
-        out[i] = time.perf_counter_ns() - t0
-    return out / 1000.0  # microseconds
+from common import timed
 
 
 def main() -> None:

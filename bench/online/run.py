@@ -35,14 +35,6 @@ HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_ready(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -97,7 +89,7 @@ def main() -> None:
     home = Path(tempfile.mkdtemp(prefix="ff-online-bench-"))
     os.environ["FOURFOLD_HOME"] = str(home)
 
-    from features_store import redis_server
+    from common import free_port, redis_server
 
     from fourfold import load_package
     from fourfold.demo.features import FRAUD_FEATURES
