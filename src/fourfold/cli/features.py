@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated
 
@@ -95,8 +96,7 @@ def register(app: typer.Typer) -> None:
 
         fs = load_feature_set(feature_set)
         url = store or Settings().store_url
-        st = open_store(url)
-        try:
+        with closing(open_store(url)) as st:
             online = OnlineFeatures(fs, st)
             report = online.materialize(_read_log(log))
             typer.echo(
@@ -108,8 +108,6 @@ def register(app: typer.Typer) -> None:
 
                 stale = online.write_entity_features(pq.read_table(entities))
                 typer.echo(f"entity features written ({len(stale):,} stale)")
-        finally:
-            st.close()
 
     @features.command("get")
     def get(
@@ -126,11 +124,8 @@ def register(app: typer.Typer) -> None:
         from fourfold.settings import Settings
 
         fs = load_feature_set(feature_set)
-        st = open_store(store or Settings().store_url)
-        try:
+        with closing(open_store(store or Settings().store_url)) as st:
             rows = OnlineFeatures(fs, st).get(entity, at_ms=_parse_time(at))
-        finally:
-            st.close()
         for key, row in zip(entity, rows, strict=True):
             clean = None if row is None else {k: (None if math.isnan(v) else v) for k, v in row.items()}
             typer.echo(json.dumps({"entity": key, "features": clean}))
