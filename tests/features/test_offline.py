@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from fourfold import InputError
 from fourfold.features import DefinitionError, FeatureSet
-from fourfold.features.offline import compute_features, point_in_time_join
+from fourfold.features.offline import PointInTime, compute_features, point_in_time_join
 from pit import feature_set, reference, sum_tolerance
 
 EXACT = ("count", "min", "max", "last", "count_distinct")
@@ -256,3 +256,42 @@ def test_tiled_window_tail_hops() -> None:
     assert out["n_tiled"] == 2  # [150, 260): the tail hopped back to the 30 ms boundary at 150
     assert feature_set().windowed[-2].start(260) == 150
     assert feature_set().windowed[-1].reach == 200 + 63  # what state must keep for it
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    logs(),
+    st.sampled_from(["0ms", "100ms"]),
+    st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "u3", "nobody"]), st.integers(-2_000, 3_000)), min_size=1
+    ),
+)
+def test_point_in_time_lookups_equal_brute_force(
+    log: pa.Table, lateness: str, probes: list[tuple[str, int]]
+) -> None:
+    """Each probe (key, t) sees exactly the accepted events of its key in its window before t - also far
+    before and after the log's time range, and for keys with no events."""
+    fs = feature_set(lateness)
+    events = log.to_pylist()
+    ref = reference(events, fs, "user_id", "ts")
+    accepted = [e for e, r in zip(events, ref, strict=True) if not r["late"]]
+    pit = PointInTime(log, fs)
+    got = pit.at(pa.array([k for k, _ in probes]), np.array([t for _, t in probes]))
+    for i, (k, t) in enumerate(probes):
+        # the reference scores an event at t against the accepted events before it: a probe is such an
+        # event that arrives last and is never late (lateness is judged per event, not per probe)
+        [want] = reference([*accepted, {"user_id": k, "ts": t, "amount": 0.0, "merchant": "m1"}], fs,
+                           "user_id", "ts")[-1:]  # fmt: skip
+        if want["late"]:  # too old to be scored as an event: recompute without the lateness rule
+            [want] = reference(
+                [*accepted, {"user_id": k, "ts": t, "amount": 0.0, "merchant": "m1"}],
+                feature_set("1000000ms"), "user_id", "ts",
+            )[-1:]  # fmt: skip
+        for f in fs.windowed:
+            a, b = float(got[f.name][i]), want[f.name]
+            if math.isnan(b):
+                assert math.isnan(a), (k, t, f.name, a)
+            elif f.agg in EXACT:
+                assert a == b, (k, t, f.name, a, b)
+            else:
+                assert math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-3), (k, t, f.name, a, b)

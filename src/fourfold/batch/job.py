@@ -106,7 +106,7 @@ class BatchSummary:
 
 # -- scoring one record batch ------------------------------------------------------------------------------
 def check_rows(
-    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str]
+    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], required: Sequence[str] = ()
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(x, ok, reasons)``: the batch's model matrix (built once), which rows can be scored, and for
     the others the first reason (``None`` when every row is fine) - all vectorized."""
@@ -132,6 +132,10 @@ def check_rows(
         ids = batch.column(col)
         if ids.null_count:
             reject(np.asarray(ids.is_null().to_numpy(zero_copy_only=False)), f"missing id {col!r}")
+    for col in required:  # the entity key and as-of time windowed features are computed for
+        values = batch.column(col)
+        if values.null_count:
+            reject(np.asarray(values.is_null().to_numpy(zero_copy_only=False)), f"missing {col!r}")
     if not np.isfinite(x.sum(axis=1)).all():  # one pass; the per-feature detail only when needed
         finite = np.isfinite(x)
         for j, f in enumerate(sig.inputs):
@@ -147,10 +151,11 @@ class _Scored:
 
 
 def score_batch(
-    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], counts: Counts
-) -> _Scored:
+    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], counts: Counts,
+    required: Sequence[str] = (),
+) -> _Scored:  # fmt: skip
     counts.rows_in += batch.num_rows
-    x, ok, reasons = check_rows(batch, predictor, id_cols)
+    x, ok, reasons = check_rows(batch, predictor, id_cols, required)
     good = pa.Table.from_batches([batch.select(list(id_cols))])
     bad = None
     if reasons is not None:
@@ -272,6 +277,7 @@ def score_fragments(
     reader.start()
     writer.start()
     counts: dict[int, Counts] = {}
+    required: Sequence[str] = getattr(transform, "required", ())
     try:
         while (item := inq.get()) is not None:
             if isinstance(item, BaseException):
@@ -281,7 +287,7 @@ def score_fragments(
             if batch is _END:
                 outq.put((frag, _END, counts.pop(frag.index)))
             else:
-                outq.put((frag, score_batch(batch, predictor, id_cols, c), None))
+                outq.put((frag, score_batch(batch, predictor, id_cols, c, required), None))
     finally:
         stop.set()
         while reader.is_alive():  # unblock a reader waiting on a full queue
@@ -315,7 +321,7 @@ def _work(frag: Fragment, staging: str, id_cols: tuple[str, ...], batch_rows: in
     [result] = score_fragments(
         [frag], _WORKER["predictor"], Path(staging), id_cols, batch_rows, _WORKER["transform"]
     )
-    return result  # type: ignore[no-any-return]
+    return result
 
 
 # -- the job -----------------------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-"""``fourfold batch``: score a table (parquet / CSV files, a directory or a glob) into a partition."""
+"""``fourfold batch``: score a table (files, a SQL query) into a partition, a PostgreSQL table or the
+online feature store - once, or on a cron schedule with ``--every``."""
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,29 +13,93 @@ def register(app: typer.Typer) -> None:
     @app.command("batch")
     def batch(
         uri: Annotated[str, typer.Argument(help="Model URI, e.g. models:/fraud/production.")],
-        input: Annotated[str, typer.Option("--input", "-i", help="Parquet/CSV file, directory or glob.")],
-        output: Annotated[str, typer.Option("--output", "-o", help="Output directory (may use {key}).")],
+        input: Annotated[
+            str,
+            typer.Option(
+                "--input",
+                "-i",
+                help="Parquet/CSV file, directory or glob (local, s3://, gs://, ...), or postgresql:// / "
+                "duckdb:// with --query.",
+            ),
+        ],
+        output: Annotated[
+            str,
+            typer.Option(
+                "--output",
+                "-o",
+                help="Output directory (may use {key} from --partition), postgresql://... with --table, "
+                "or a feature store URL (redis://, sqlite:///).",
+            ),
+        ],
         id_cols: Annotated[str, typer.Option(help="Comma-separated id columns copied to the output.")] = "",
-        partition: Annotated[str | None, typer.Option(help="e.g. date=2025-04-15")] = None,
-        workers: Annotated[int, typer.Option(help="Worker processes.", min=1)] = 1,
+        partition: Annotated[
+            str | None, typer.Option(help="e.g. date=2025-04-15; with --every: date={yesterday}.")
+        ] = None,
+        query: Annotated[str | None, typer.Option(help="SQL for a postgresql:// or duckdb:// input.")] = None,
+        table: Annotated[
+            str | None, typer.Option(help="Table (PostgreSQL output) or namespace (feature store output).")
+        ] = None,
+        engine: Annotated[str, typer.Option(help="local or spark.")] = "local",
+        spark_master: Annotated[str, typer.Option(help="Spark master URL.")] = "local[*]",
+        workers: Annotated[
+            int, typer.Option(help="Worker processes (1: one process, the model on every core).", min=1)
+        ] = 1,
         batch_rows: Annotated[int, typer.Option(help="Rows per record batch.", min=1)] = 65_536,
         resume: Annotated[bool, typer.Option(help="Skip the fragments a killed run finished.")] = False,
         max_rejected: Annotated[
             float | None,
             typer.Option(help="Fail (commit nothing) above this many bad rows (< 1: a fraction)."),
         ] = None,
+        quarantine: Annotated[
+            str | None, typer.Option(help="Where rejected rows go for a database or store output.")
+        ] = None,
+        events: Annotated[
+            str | None, typer.Option(help="Event log to compute the model's windowed features from.")
+        ] = None,
+        timestamp: Annotated[
+            str | None, typer.Option(help="The rows' as-of column for windowed features.")
+        ] = None,
+        as_of: Annotated[
+            str | None, typer.Option(help="One as-of time (ISO 8601) for every row's windowed features.")
+        ] = None,
         runtime: Annotated[str, typer.Option(help="auto (fastest verified), native or onnx.")] = "auto",
+        every: Annotated[
+            str | None, typer.Option(help='Run on a cron schedule in this process, e.g. "0 2 * * *".')
+        ] = None,
+        progress: Annotated[
+            bool | None, typer.Option(help="Progress line on stderr (default: when it is a terminal).")
+        ] = None,
     ) -> None:
-        """Score INPUT with the model; commit the results atomically to OUTPUT (exit 3: too many bad rows)."""
-        from fourfold.batch import JobFailed, run_batch
+        """Score INPUT with the model; commit the results atomically to OUTPUT.
 
+        Exit codes: 0 committed, 3 too many rejected rows (nothing committed), 1 any other error."""
+        from fourfold.batch import BatchJob, JobFailed
+        from fourfold.errors import FourfoldError
+
+        if engine not in ("local", "spark"):
+            raise typer.BadParameter("--engine must be local or spark")
+        kwargs: dict[str, Any] = {
+            "model": uri, "input": input, "output": output, "partition": partition, "workers": workers,
+            "batch_rows": batch_rows, "resume": resume, "max_rejected": max_rejected, "runtime": runtime,
+            "id_cols": tuple(c for c in id_cols.split(",") if c), "query": query, "table": table, "engine": engine,
+            "spark_master": spark_master, "quarantine": quarantine, "events": events, "timestamp": timestamp,
+            "as_of": as_of, "progress": progress,
+        }  # fmt: skip
+        if every:
+            from fourfold.batch.schedule import render_partition, run_every, stop_on_signals
+
+            def one(when: Any) -> None:
+                summary = BatchJob(**{**kwargs, "partition": render_partition(partition, when)}).run()
+                typer.echo(summary.render())
+
+            run_every(every, one, stop=stop_on_signals())
+            return
         try:
-            summary = run_batch(
-                model=uri, input=input, output=output, partition=partition, workers=workers,
-                batch_rows=batch_rows, resume=resume, max_rejected=max_rejected, runtime=runtime,
-                id_cols=tuple(c for c in id_cols.split(",") if c),
-            )  # fmt: skip
+            summary = BatchJob(**kwargs).run()
         except JobFailed as exc:
             typer.secho(f"error: {exc.message}", fg="red", err=True)
             sys.exit(3)
+        except FourfoldError as exc:
+            typer.secho(f"error: {exc.message}", fg="red", err=True)
+            sys.exit(1)
         typer.echo(summary.render())

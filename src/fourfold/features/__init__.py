@@ -14,7 +14,7 @@ from fourfold.features.definitions import (
     WindowedFeature,
 )
 from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored
-from fourfold.features.offline import compute_features, point_in_time_join
+from fourfold.features.offline import PointInTime, compute_features, point_in_time_join
 from fourfold.features.state import KeyState, StateError
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "RequestFeature",
     "Window",
     "WindowedFeature",
+    "PointInTime",
     "compute_features",
     "point_in_time_join",
 ]

@@ -23,7 +23,7 @@ from fourfold.features.definitions import FeatureSet
 from fourfold.features.events import read_events, single_source
 from fourfold.features.kernel import KernelResult, pairs_aggregate, range_aggregate, windowed_kernel
 
-__all__ = ["compute_features", "point_in_time_join"]
+__all__ = ["PointInTime", "compute_features", "point_in_time_join"]
 
 OnError = Literal["raise", "reject"]
 
@@ -115,39 +115,56 @@ def point_in_time_join(
 
     Events are judged late exactly as :func:`compute_features` judges them."""
     key_name, ts_name = single_source(fs)
-    scored = compute_features(log, fs, on_error="reject")
-    accepted = pc.and_(pc.invert(scored["_late"]), pc.is_null(scored["_rejected"]))
-    events = read_events(log.filter(accepted), fs)
     probe = read_events(_as_probe(rows, key_name, ts_name, timestamp or ts_name, fs), fs)
     if not probe.ok.all():
         row = int(np.flatnonzero(~probe.ok)[0])
         raise InputError(f"row {row}: {probe.rejected[row]}")
-    keys = pa.concat_arrays([events.keys.cast(pa.string()), probe.keys.cast(pa.string())])
-    codes = _codes(keys)
-    ne = len(events.ts)
-    ts = np.concatenate([events.ts, probe.ts])
-    order = np.lexsort((ts[:ne], codes[:ne]))
-    span = int(ts.max() - ts.min()) + fs.max_window.ms + 2 if len(ts) else 1
-    base = int(ts.min()) - fs.max_window.ms - 1 if len(ts) else 0
-    comp = codes.astype(np.int64) * span + (ts - base)
-    comp_e = comp[:ne][order]
-    q = comp[ne:]
-    hi = np.searchsorted(comp_e, q, side="left")
-    out: dict[str, Any] = {}
-    for f in fs.features:
-        col = np.full(len(q), np.nan)
-        if f.name in {w.name for w in fs.windowed}:
-            feat = next(w for w in fs.windowed if w.name == f.name)
+    values = PointInTime(log, fs).at(probe.keys, probe.ts)
+    return _attach(rows, {f.name: values.get(f.name, np.full(rows.num_rows, np.nan)) for f in fs.features})
+
+
+class PointInTime:
+    """A log prepared once for many point-in-time lookups (batch scoring): ``at(keys, ts_ms)`` gives the
+    windowed features of each (key, time) over the events before it, as :func:`point_in_time_join`.
+
+    The accepted events are sorted by (key, time) once; each lookup is two binary searches per feature."""
+
+    def __init__(self, log: pa.Table, fs: FeatureSet) -> None:
+        self.fs = fs
+        scored = compute_features(log, fs, on_error="reject")
+        accepted = pc.and_(pc.invert(scored["_late"]), pc.is_null(scored["_rejected"]))
+        events = read_events(log.filter(accepted), fs)
+        keys = events.keys.cast(pa.string())
+        self._dictionary = pc.unique(keys)
+        codes = np.asarray(pc.index_in(keys, value_set=self._dictionary).to_numpy(), dtype=np.int64)
+        self._order = np.lexsort((events.ts, codes))
+        widest = max((f.window.ms + (f.hop.ms if f.hop else 0) for f in fs.windowed), default=0)
+        lo, hi = (int(events.ts.min()), int(events.ts.max())) if len(events.ts) else (0, 0)
+        # lookups are clipped into [lo - widest - 1, hi + 2 * widest + 2]: beyond it every window is empty
+        self._base, self._top = lo - 2 * widest - 2, hi + 2 * widest + 2
+        self._span = self._top - self._base + 1
+        self._comp = codes[self._order] * self._span + (events.ts[self._order] - self._base)
+        self._columns = {c: v[self._order] for c, v in events.columns.items()}
+
+    def at(self, keys: pa.Array, ts_ms: np.ndarray) -> dict[str, np.ndarray]:
+        """The windowed features (by name) for each ``(keys[i], ts_ms[i])``; unknown keys: empty windows."""
+        codes = pc.index_in(keys.cast(pa.string()), value_set=self._dictionary)
+        unknown = len(self._dictionary)  # a code no event has
+        code = np.asarray(codes.fill_null(unknown).to_numpy(), dtype=np.int64) * self._span
+        t = np.clip(np.asarray(ts_ms, dtype=np.int64), self._base, self._top)
+        hi = np.searchsorted(self._comp, code + (t - self._base), side="left")
+        out: dict[str, np.ndarray] = {}
+        for feat in self.fs.windowed:
             w, hop = feat.window.ms, (feat.hop.ms if feat.hop else 0)
-            first = (probe.ts - w) // hop * hop if hop else probe.ts - w
-            lo = np.searchsorted(comp_e, codes[ne:].astype(np.int64) * span + (first - base), side="left")
-            vals = None if feat.column is None else events.columns[feat.column][order]
+            first = (t - w) // hop * hop if hop else t - w
+            lo = np.searchsorted(self._comp, code + np.maximum(first - self._base, 0), side="left")
+            lo = np.minimum(lo, hi)
+            vals = None if feat.column is None else self._columns[feat.column]
             if feat.agg == "count_distinct":
-                col = pairs_aggregate(feat.agg, vals, lo, hi)
+                out[feat.name] = pairs_aggregate(feat.agg, vals, lo, hi)
             else:
-                col = range_aggregate(feat.agg, vals, lo, hi)
-        out[f.name] = col
-    return _attach(rows, out)
+                out[feat.name] = range_aggregate(feat.agg, vals, lo, hi)
+        return out
 
 
 def _attach(rows: pa.Table, out: dict[str, Any]) -> pa.Table:

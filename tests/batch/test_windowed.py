@@ -1,0 +1,113 @@
+"""A batch job for a model with windowed features computes them point-in-time from the event log - the
+same values the offline engine gives - and quarantines rows it cannot place in time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+
+from fourfold import FourfoldError, LocalRegistry, load_predictor, save_model
+from fourfold.batch import run_batch
+from fourfold.demo.data import generate_transactions
+from fourfold.demo.features import FEATURES, FRAUD_FEATURES, featurize
+from fourfold.demo.train import train_fraud_model
+from fourfold.features.events import single_source
+from fourfold.features.offline import point_in_time_join
+from fourfold.model.signature import Feature, Signature
+
+WINDOWED = [f.name for f in FRAUD_FEATURES.windowed]
+KEY, TS = single_source(FRAUD_FEATURES)
+
+
+@pytest.fixture(scope="module")
+def log() -> pa.Table:
+    return generate_transactions(6_000, seed=5)
+
+
+@pytest.fixture
+def fraud_uri(tmp_path: Path, log: pa.Table) -> str:
+    result = train_fraud_model(featurize(log), n_estimators=10, max_depth=3)
+    missing_ok = {f.name for f in FRAUD_FEATURES.windowed if f.agg in ("mean", "max", "last")}
+    sig = Signature.for_task("binary", [Feature(f, nullable=f in missing_ok) for f in FEATURES])
+    pkg = save_model(result.model, tmp_path / "pkg", name="fraud", signature=sig, sample=result.sample,
+                     features=FRAUD_FEATURES)  # fmt: skip
+    LocalRegistry().register(pkg, name="fraud", aliases=["production"])
+    return "models:/fraud/production"
+
+
+def _rows(log: pa.Table) -> pa.Table:
+    """Rows to score: later transactions without their history features (the job must compute them)."""
+    rows = log.slice(4_000, 1_500)
+    return rows.drop_columns([c for c in WINDOWED if c in rows.column_names])
+
+
+def test_windowed_features_are_computed_point_in_time_from_the_log(
+    fraud_uri: str, log: pa.Table, tmp_path: Path
+) -> None:
+    history = log.slice(0, 4_000)
+    pq.write_table(history, tmp_path / "events.parquet")
+    rows = _rows(log)
+    (tmp_path / "in").mkdir()
+    pq.write_table(rows.slice(0, 700), tmp_path / "in" / "a.parquet")
+    pq.write_table(rows.slice(700), tmp_path / "in" / "b.parquet")
+
+    summary = run_batch(model=fraud_uri, input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                        id_cols=("event_id",), events=str(tmp_path / "events.parquet"),
+                        batch_rows=256)  # fmt: skip
+    assert summary.rows_out == rows.num_rows
+    assert summary.rejected == 0
+
+    expected = point_in_time_join(rows.select(["event_id", KEY, TS]), history, FRAUD_FEATURES)
+    for name in FEATURES:  # request features come from the rows themselves
+        if name not in WINDOWED:
+            expected = expected.set_column(expected.schema.get_field_index(name), name, rows[name])
+    want = load_predictor(fraud_uri).predict(expected)["score"]
+    got = pq.read_table(tmp_path / "out").sort_by("event_id")
+    order = np.argsort(expected["event_id"].to_numpy())
+    np.testing.assert_allclose(got["score"].to_numpy(), np.asarray(want)[order], atol=1e-6)
+
+
+def test_one_as_of_time_and_rows_without_a_key_are_quarantined(
+    fraud_uri: str, log: pa.Table, tmp_path: Path
+) -> None:
+    pq.write_table(log, tmp_path / "events.parquet")
+    rows = _rows(log).slice(0, 300)
+    users = rows[KEY].to_pylist()
+    users[7] = None
+    rows = rows.set_column(rows.schema.get_field_index(KEY), KEY, pa.array(users, pa.string()))
+    pq.write_table(rows, tmp_path / "rows.parquet")
+    as_of = "2025-01-10T00:00:00Z"
+    summary = run_batch(model=fraud_uri, input=str(tmp_path / "rows.parquet"), output=str(tmp_path / "out"),
+                        id_cols=("event_id",), events=str(tmp_path / "events.parquet"),
+                        as_of=as_of)  # fmt: skip
+    assert (summary.rows_out, summary.rejected) == (299, 1)
+    bad = pq.read_table(tmp_path / "out" / "_quarantine")
+    assert bad["_reason"].to_pylist() == [f"missing {KEY!r}"]
+
+    good = rows.filter(pc.is_valid(rows[KEY]))
+    probe = good.select(["event_id", KEY]).append_column(
+        "as_of", pa.array(np.full(good.num_rows, 1_736_467_200_000), pa.int64())
+    )
+    expected = point_in_time_join(probe, log, FRAUD_FEATURES, timestamp="as_of")
+    for name in FEATURES:
+        if name not in WINDOWED:
+            expected = expected.append_column(name, good[name]) if name not in expected.column_names else (
+                expected.set_column(expected.schema.get_field_index(name), name, good[name]))  # fmt: skip
+    want = np.asarray(load_predictor(fraud_uri).predict(expected)["score"])
+    got = pq.read_table(tmp_path / "out").sort_by("event_id")
+    np.testing.assert_allclose(
+        got["score"].to_numpy(), want[np.argsort(good["event_id"].to_numpy())], atol=1e-6
+    )
+
+
+def test_windowed_model_without_events_names_what_is_missing(
+    fraud_uri: str, log: pa.Table, tmp_path: Path
+) -> None:
+    pq.write_table(_rows(log), tmp_path / "rows.parquet")
+    with pytest.raises(FourfoldError, match="pass --events LOG"):
+        run_batch(model=fraud_uri, input=str(tmp_path / "rows.parquet"), output=str(tmp_path / "out"))
