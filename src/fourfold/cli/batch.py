@@ -81,9 +81,9 @@ def register(app: typer.Typer) -> None:
         kwargs: dict[str, Any] = {
             "model": uri, "input": input, "output": output, "partition": partition, "workers": workers,
             "batch_rows": batch_rows, "resume": resume, "max_rejected": max_rejected, "runtime": runtime,
-            "id_cols": tuple(c for c in id_cols.split(",") if c), "query": query, "table": table, "engine": engine,
-            "spark_master": spark_master, "quarantine": quarantine, "events": events, "timestamp": timestamp,
-            "as_of": as_of, "progress": progress,
+            "id_cols": tuple(c for c in id_cols.split(",") if c), "query": query, "table": table,
+            "engine": engine, "spark_master": spark_master, "quarantine": quarantine, "events": events,
+            "timestamp": timestamp, "as_of": as_of, "progress": progress,
         }  # fmt: skip
         if every:
             from fourfold.batch.schedule import render_partition, run_every, stop_on_signals
