@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -145,37 +146,55 @@ def check_rows(
 
 
 @dataclass
-class _Scored:
-    table: pa.Table | None
-    bad: pa.Table | None
+class Prepared:
+    """A record batch checked and ready for the model: the good rows' ids and matrix, the bad rows."""
+
+    rows_in: int
+    ids: pa.Table  # the good rows' id columns
+    x: np.ndarray | None  # the good rows' model matrix (None: no good rows)
+    bad: pa.Table | None  # the bad rows, every column + ``_reason``
+
+
+def prepare_batch(
+    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], required: Sequence[str] = ()
+) -> Prepared:
+    x, ok, reasons = check_rows(batch, predictor, id_cols, required)
+    ids = pa.Table.from_batches([batch.select(list(id_cols))])
+    if reasons is None:
+        return Prepared(batch.num_rows, ids, x, None)
+    keep = pa.array(ok)
+    bad = pa.Table.from_batches([batch]).filter(pa.array(~ok))
+    bad = bad.append_column("_reason", pa.array(reasons[~ok].tolist(), pa.string()))
+    good = np.ascontiguousarray(x[ok]) if ok.any() else None
+    return Prepared(batch.num_rows, ids.filter(keep), good, bad)
+
+
+def assemble(
+    prep: Prepared, out: dict[str, np.ndarray] | None, version: str, counts: Counts
+) -> pa.Table | None:
+    """The output rows (ids, the model's outputs, ``model_version``); ``counts`` updated."""
+    counts.rows_in += prep.rows_in
+    counts.rejected += prep.bad.num_rows if prep.bad is not None else 0
+    if out is None:
+        return None
+    table = prep.ids
+    for name, values in out.items():
+        table = table.append_column(name, pa.array(values))
+    table = table.append_column("model_version", pa.repeat(pa.scalar(version, pa.string()), table.num_rows))
+    counts.rows_out += table.num_rows
+    if "score" in out:
+        counts.add_scores(out["score"])
+    return table
 
 
 def score_batch(
     batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], counts: Counts,
     required: Sequence[str] = (),
-) -> _Scored:  # fmt: skip
-    counts.rows_in += batch.num_rows
-    x, ok, reasons = check_rows(batch, predictor, id_cols, required)
-    good = pa.Table.from_batches([batch.select(list(id_cols))])
-    bad = None
-    if reasons is not None:
-        whole = pa.Table.from_batches([batch])
-        bad = whole.filter(pa.array(~ok)).append_column(
-            "_reason", pa.array(reasons[~ok].tolist(), pa.string())
-        )
-        counts.rejected += bad.num_rows
-        good, x = good.filter(pa.array(ok)), np.ascontiguousarray(x[ok])
-    if good.num_rows == 0:
-        return _Scored(None, bad)
-    out = predictor.predict_matrix(x)
-    for name, values in out.items():
-        good = good.append_column(name, pa.array(values))
-    version = predictor.version or ""
-    good = good.append_column("model_version", pa.repeat(pa.scalar(version, pa.string()), good.num_rows))
-    counts.rows_out += good.num_rows
-    if "score" in out:
-        counts.add_scores(out["score"])
-    return _Scored(good, bad)
+) -> tuple[pa.Table | None, pa.Table | None]:  # fmt: skip
+    """One batch, start to end in the calling thread: ``(output rows, bad rows)``."""
+    prep = prepare_batch(batch, predictor, id_cols, required)
+    out = predictor.predict_matrix(prep.x) if prep.x is not None else None
+    return assemble(prep, out, predictor.version or "", counts), prep.bad
 
 
 # -- one process's pipeline: reader thread -> model -> writer thread --------------------------------------
@@ -183,7 +202,7 @@ _END = object()
 
 
 def _reader(
-    frags: Sequence[Fragment], batch_rows: int, transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None,
+    frags: Sequence[Fragment], batch_rows: int, prepare: Callable[[pa.RecordBatch], Prepared],
     q: queue.Queue[Any], stop: threading.Event,
 ) -> None:  # fmt: skip
     try:
@@ -191,7 +210,7 @@ def _reader(
             for batch in frag.batches(batch_rows):
                 if stop.is_set():
                     return
-                q.put((frag, transform(batch) if transform else batch))
+                q.put((frag, prepare(batch)))
             q.put((frag, _END))
         q.put(None)
     except BaseException as exc:  # surfaced in the scoring thread
@@ -210,16 +229,16 @@ class _PartWriter:
         self.qwriter: pq.ParquetWriter | None = None
         self.counts = Counts()
 
-    def write(self, scored: _Scored) -> None:
-        if scored.bad is not None:
+    def write(self, table: pa.Table | None, bad: pa.Table | None) -> None:
+        if bad is not None:
             if self.qwriter is None:
                 self.quarantine.parent.mkdir(exist_ok=True)
-                self.qwriter = pq.ParquetWriter(self.quarantine.with_suffix(".tmp"), scored.bad.schema)
-            self.qwriter.write_table(scored.bad)
-        if scored.table is not None:
+                self.qwriter = pq.ParquetWriter(self.quarantine.with_suffix(".tmp"), bad.schema)
+            self.qwriter.write_table(bad)
+        if table is not None:
             if self.writer is None:
-                self.writer = pq.ParquetWriter(self.part.with_suffix(".tmp"), scored.table.schema)
-            self.writer.write_table(scored.table)
+                self.writer = pq.ParquetWriter(self.part.with_suffix(".tmp"), table.schema)
+            self.writer.write_table(table)
 
     def close(self) -> None:
         for w in (self.writer, self.qwriter):
@@ -236,18 +255,19 @@ class _PartWriter:
         return asdict(self.counts)
 
 
-def _writer(staging: Path, q: queue.Queue[Any], results: list[Any], done: Callable[[int], None]) -> None:
+def _writer(
+    staging: Path, version: str, q: queue.Queue[Any], results: list[Any], done: Callable[[int], None]
+) -> None:
     parts: dict[int, _PartWriter] = {}
     try:
         while (item := q.get()) is not None:
-            frag, scored, counts = item
+            frag, prep, out = item
             w = parts.get(frag.index) or parts.setdefault(frag.index, _PartWriter(staging, frag))
-            if scored is _END:
-                w.counts = counts
+            if prep is _END:
                 results.append(parts.pop(frag.index).finish())
-                done(counts.rows_in)
+                done(w.counts.rows_in)
             else:
-                w.write(scored)
+                w.write(assemble(prep, out, version, w.counts), prep.bad)
     except BaseException as exc:
         results.append(exc)
         while q.get() is not None:  # keep draining so the scorer never blocks on a dead writer
@@ -262,32 +282,36 @@ def score_fragments(
     transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Score ``frags`` into ``staging``: read, score and write overlap in three threads."""
+    """Score ``frags`` into ``staging``. Three threads overlap: the reader decodes, transforms and checks
+    batch i+1 and the writer assembles and encodes batch i-1 while the model scores batch i - the model's
+    native threads release the GIL, so only the model's own work is on the critical path."""
     inq: queue.Queue[Any] = queue.Queue(_QUEUE)
     outq: queue.Queue[Any] = queue.Queue(_QUEUE)
     results: list[Any] = []
     stop = threading.Event()
+    required: Sequence[str] = getattr(transform, "required", ())
+
+    def prepare(batch: pa.RecordBatch) -> Prepared:
+        return prepare_batch(transform(batch) if transform else batch, predictor, id_cols, required)
+
     reader = threading.Thread(
-        target=_reader, args=(frags, batch_rows, transform, inq, stop), daemon=True, name="ff-read"
+        target=_reader, args=(frags, batch_rows, prepare, inq, stop), daemon=True, name="ff-read"
     )
     writer = threading.Thread(
-        target=_writer, args=(staging, outq, results, progress or (lambda n: None)), daemon=True,
-        name="ff-write",
+        target=_writer, args=(staging, predictor.version or "", outq, results, progress or (lambda n: None)),
+        daemon=True, name="ff-write",
     )  # fmt: skip
     reader.start()
     writer.start()
-    counts: dict[int, Counts] = {}
-    required: Sequence[str] = getattr(transform, "required", ())
     try:
         while (item := inq.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
-            frag, batch = item
-            c = counts.setdefault(frag.index, Counts())
-            if batch is _END:
-                outq.put((frag, _END, counts.pop(frag.index)))
+            frag, prep = item
+            if prep is _END:
+                outq.put((frag, _END, None))
             else:
-                outq.put((frag, score_batch(batch, predictor, id_cols, c, required), None))
+                outq.put((frag, prep, predictor.predict_matrix(prep.x) if prep.x is not None else None))
     finally:
         stop.set()
         while reader.is_alive():  # unblock a reader waiting on a full queue
@@ -465,24 +489,26 @@ class BatchJob:
 
     @staticmethod
     def _fastest_runtime(pkg: ModelPackage) -> str:
-        """Measure the verified runtimes on the package's sample, tiled to 20k rows; keep the fastest."""
+        """Measure the verified runtimes on the package's sample, tiled to 20k rows; keep the fastest.
+        The verdict is cached per package content and core count in ``$FOURFOLD_HOME/cache``."""
         onnx = pkg.runtimes.get("onnx")
         if not (onnx and onnx.get("verified")):
             return "native"
-        sample = pkg.sample()
-        if sample is None or sample.num_rows == 0:
-            return "onnx"
-        best, best_s = "native", float("inf")
-        for name in ("native", "onnx"):
-            p = Predictor(pkg, runtime="native" if name == "native" else "onnx")
-            x = p.matrix(sample)
-            x = np.ascontiguousarray(np.tile(x, (max(1, 20_000 // len(x)), 1)), dtype=p.input_dtype)
-            p.predict_matrix(x[:100])
-            start = time.perf_counter()
-            p.predict_matrix(x)
-            elapsed = time.perf_counter() - start
-            if elapsed < best_s:
-                best, best_s = name, elapsed
+        from fourfold.settings import Settings
+
+        files = json.dumps(pkg.manifest.get("files", {}), sort_keys=True)
+        key = hashlib.sha256(f"{files}|{os.cpu_count()}".encode()).hexdigest()[:20]
+        cache = Settings().home / "cache" / f"fastest-runtime-{key}.json"
+        try:
+            return str(json.loads(cache.read_text())["runtime"])
+        except (OSError, ValueError, KeyError):
+            pass
+        best = _measure_runtimes(pkg)
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_json(cache, {"runtime": best})
+        except OSError:  # a read-only home only costs the measurement next time
+            pass
         return best
 
     def _prepare(self, staging: Path, identity: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -511,6 +537,24 @@ class BatchJob:
                 f"{totals.rejected:,} of {totals.rows_in:,} rows were rejected, "
                 f"over --max-rejected {limit:g}; nothing was committed (see {staging / '_quarantine'})"
             )
+
+
+def _measure_runtimes(pkg: ModelPackage) -> str:
+    sample = pkg.sample()
+    if sample is None or sample.num_rows == 0:
+        return "onnx"
+    best, best_s = "native", float("inf")
+    for name in ("native", "onnx"):
+        p = Predictor(pkg, runtime="native" if name == "native" else "onnx")
+        x = p.matrix(sample)
+        x = np.ascontiguousarray(np.tile(x, (max(1, 20_000 // len(x)), 1)), dtype=p.input_dtype)
+        p.predict_matrix(x[:100])
+        start = time.perf_counter()
+        p.predict_matrix(x)
+        elapsed = time.perf_counter() - start
+        if elapsed < best_s:
+            best, best_s = name, elapsed
+    return best
 
 
 class _Progress:
