@@ -159,3 +159,49 @@ def test_kill_9_midway_then_resume_equals_an_uninterrupted_run(
     got = _read(tmp_path / "out")
     assert got.num_rows == 40 * ROWS_PER_FILE  # no lost and no duplicated rows
     assert got.equals(expected)
+
+
+def test_csv_input_scores_like_parquet(model_uri: str, tmp_path: Path) -> None:
+    import pyarrow.csv as pacsv
+
+    data = _write_input(tmp_path / "pq", files=2)
+    (tmp_path / "csv").mkdir()
+    for i, f in enumerate(sorted((tmp_path / "pq").glob("*.parquet"))):
+        pacsv.write_csv(pq.read_table(f), tmp_path / "csv" / f"part-{i}.csv")
+    run_batch(model=model_uri, input=str(tmp_path / "csv"), output=str(tmp_path / "out"),
+              id_cols=("user_id",), batch_rows=100)  # fmt: skip
+    out = _read(tmp_path / "out")
+    expected = load_predictor(model_uri).predict(data.sort_by("user_id"))["score"]
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, atol=1e-6)
+
+
+def test_fsspec_url_input(model_uri: str, tmp_path: Path) -> None:
+    """Object stores come through fsspec; its in-memory filesystem stands in for s3:// / gs:// here."""
+    import fsspec
+
+    data = _write_input(tmp_path / "in", files=3)
+    mem = fsspec.filesystem("memory")
+    for f in sorted((tmp_path / "in").glob("*.parquet")):
+        mem.pipe(f"/bucket/users/{f.name}", f.read_bytes())
+    mem.pipe("/bucket/users/_SUCCESS", b"")  # writer markers are not data
+    try:
+        summary = run_batch(model=model_uri, input="memory://bucket/users", output=str(tmp_path / "out"),
+                            id_cols=("user_id",))  # fmt: skip
+    finally:
+        mem.rm("/bucket", recursive=True)
+    assert summary.fragments == 3
+    out = _read(tmp_path / "out")
+    expected = load_predictor(model_uri).predict(data.sort_by("user_id"))["score"]
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, atol=1e-6)
+
+
+def test_worker_processes_and_progress_line(
+    model_uri: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _write_input(tmp_path / "in", files=4)
+    summary = run_batch(model=model_uri, input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                        id_cols=("user_id",), workers=2, progress=True)  # fmt: skip
+    assert summary.rows_out == data.num_rows
+    err = capsys.readouterr().err
+    assert f"scored {data.num_rows:,} / {data.num_rows:,} rows" in err
+    assert "rows/s" in err

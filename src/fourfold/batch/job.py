@@ -570,6 +570,9 @@ class _Progress:
         if not self.enabled or now - self.last < 0.2:
             return
         self.last = now
+        self._show(now)
+
+    def _show(self, now: float) -> None:
         rate = self.rows / max(now - self.t0, 1e-9)
         line = (
             f"scored {self.rows:,}"
@@ -583,6 +586,7 @@ class _Progress:
 
     def close(self) -> None:
         if self.enabled and self.rows:
+            self._show(time.perf_counter())
             sys.stderr.write("\n")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -39,8 +40,17 @@ class Fragment:
     filesystem: Any = None  # a pyarrow FileSystem for remote files, None for local ones
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
-        dataset = ds.dataset(self.path, format=self.format, filesystem=self.filesystem)
-        yield from dataset.to_batches(batch_size=batch_rows)
+        """The fragment's rows, ``batch_rows`` at a time; memory is bounded by one row group (parquet)
+        or one block (CSV), never by the file's size."""
+        if self.format == "parquet":
+            with pq.ParquetFile(self.path, filesystem=self.filesystem) as f:
+                yield from f.iter_batches(batch_size=batch_rows)
+            return
+        with (self.filesystem or pafs.LocalFileSystem()).open_input_stream(self.path) as stream:
+            reader = pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=1 << 24))
+            for batch in reader:
+                for start in range(0, batch.num_rows, batch_rows):
+                    yield batch.slice(start, batch_rows)
 
 
 @dataclass(frozen=True)
@@ -62,8 +72,8 @@ def open_source(
             raise FourfoldError("a SQL input needs a spool directory", status=500)
         from fourfold.batch.sql import spool_query
 
-        files = spool_query(spec, query, spool, rows_per_file=rows)
-        return _files_source(spec, [str(f) for f in files], None)
+        spooled = spool_query(spec, query, spool, rows_per_file=rows)
+        return _files_source(spec, [str(f) for f in spooled], None)
     if query:
         raise FourfoldError("--query is only for postgresql:// and duckdb:// inputs", status=400)
     if "://" in spec and not spec.startswith("file://"):
@@ -71,12 +81,10 @@ def open_source(
             fs, root = pafs.FileSystem.from_uri(spec)
         except (pa.ArrowInvalid, ValueError) as exc:  # not a scheme pyarrow knows: try fsspec
             try:
-                import fsspec
+                from fsspec.core import url_to_fs
 
-                fs, root = (
-                    pafs.PyFileSystem(pafs.FSSpecHandler(fsspec.filesystem(spec.split("://")[0]))),
-                    spec,
-                )
+                fsspec_fs, root = url_to_fs(spec)
+                fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs))
             except (ImportError, ValueError) as exc2:
                 raise FourfoldError(f"cannot open batch input {spec!r}: {exc}; {exc2}", status=400) from None
         return _files_source(spec, _remote_files(fs, root, spec), fs)
@@ -105,7 +113,7 @@ def _remote_files(fs: pafs.FileSystem, root: str, spec: str) -> list[str]:
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     return sorted(
         f.path for f in found
-        if f.type == pafs.FileType.File and not _hidden(Path(f.path).relative_to(root.rstrip("/") or "/"))
+        if f.type == pafs.FileType.File and not _hidden(Path(f.path.removeprefix(root.rstrip("/"))))
     )  # fmt: skip
 
 

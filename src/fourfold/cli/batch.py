@@ -85,10 +85,15 @@ def register(app: typer.Typer) -> None:
             "engine": engine, "spark_master": spark_master, "quarantine": quarantine, "events": events,
             "timestamp": timestamp, "as_of": as_of, "progress": progress,
         }  # fmt: skip
-        if every:
-            from fourfold.batch.schedule import render_partition, run_every, stop_on_signals
+        from datetime import UTC, datetime
 
-            def one(when: Any) -> None:
+        from fourfold.batch.schedule import render_partition
+
+        kwargs["partition"] = render_partition(partition, datetime.now(UTC))  # a typo fails here, now
+        if every:
+            from fourfold.batch.schedule import run_every, stop_on_signals
+
+            def one(when: datetime) -> None:
                 summary = BatchJob(**{**kwargs, "partition": render_partition(partition, when)}).run()
                 typer.echo(summary.render())
 

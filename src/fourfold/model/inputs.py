@@ -68,6 +68,8 @@ def _arrow_to_numpy(name: str, column: Any) -> np.ndarray:
     if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)):
         if pa.types.is_null(t):
             return np.full(len(column), np.nan)
+        if pa.types.is_decimal(t):  # SQL NUMERIC: a number, scored as float64 like every other
+            return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
         raise FeatureTypeError(name, "a number", f"an Arrow column of type {t}")
     if column.null_count:
         return np.asarray(column.cast(pa.float64()).to_numpy(zero_copy_only=False))
