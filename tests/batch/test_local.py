@@ -205,3 +205,43 @@ def test_worker_processes_and_progress_line(
     err = capsys.readouterr().err
     assert f"scored {data.num_rows:,} / {data.num_rows:,} rows" in err
     assert "rows/s" in err
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_a_failing_model_call_stops_the_job_and_commits_nothing(
+    model_uri: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    from fourfold.model.predictor import Predictor
+
+    _write_input(tmp_path / "in", files=3)
+    calls = []
+    real = Predictor.predict_matrix
+
+    def flaky(self: Predictor, x: np.ndarray) -> dict[str, np.ndarray]:
+        calls.append(len(x))
+        if len(calls) == 4:
+            raise MemoryError("the model ran out of memory")
+        return real(self, x)
+
+    monkeypatch.setattr(Predictor, "predict_matrix", flaky)
+    with pytest.raises(MemoryError, match="ran out of memory"):
+        run_batch(model=model_uri, input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                  id_cols=("user_id",), batch_rows=50, threads=threads)  # fmt: skip
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setattr(Predictor, "predict_matrix", real)
+    summary = run_batch(model=model_uri, input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+                        id_cols=("user_id",), batch_rows=50, threads=threads, resume=True)  # fmt: skip
+    assert summary.rows_out == 3 * ROWS_PER_FILE
+    assert _read(tmp_path / "out")["user_id"].to_pylist() == sorted(
+        f"u{i:03d}-{j:04d}" for i in range(3) for j in range(ROWS_PER_FILE)
+    )
+
+
+def test_rows_keep_their_input_order_with_many_model_threads(model_uri: str, tmp_path: Path) -> None:
+    data = _write_input(tmp_path / "in", files=2)
+    run_batch(model=model_uri, input=str(tmp_path / "in"), output=str(tmp_path / "out"),
+              id_cols=("user_id",), batch_rows=7, threads=4)  # fmt: skip
+    got = pq.read_table(sorted((tmp_path / "out").glob("part-*.parquet")))
+    assert got["user_id"].to_pylist() == data["user_id"].to_pylist()
+    expected = load_predictor(model_uri).predict(data)["score"]
+    np.testing.assert_allclose(got["score"].to_numpy(), expected, atol=1e-6)

@@ -5,9 +5,9 @@
 
 * **Bounded memory**: fragments stream in record batches of ``batch_rows`` through small bounded queues
   (read -> score -> write); a 10x larger input is 10x more batches, not 10x more memory.
-* **Fast**: in one process (the default) a reader thread, the model and a writer thread overlap, and the
-  model gets every core (XGBoost, LightGBM and ONNX Runtime release the GIL and use their own threads);
-  with ``workers > 1`` each worker process loads the model once and gets ``cores / workers`` threads -
+* **Fast**: in one process (the default) a reader thread, one model thread per core and a writer thread
+  overlap (XGBoost, LightGBM, ONNX Runtime and scikit-learn's trees release the GIL); with
+  ``workers > 1`` each worker process loads the model once and runs ``cores / workers`` model threads -
   the choice for models whose predict holds the GIL. ``runtime="auto"`` measures the verified runtimes.
 * **Exactly once**: parts go to the sink's staging directory and are published by one commit (a rename,
   or one PostgreSQL transaction - see ``sinks.py``). A re-run replaces the partition. With
@@ -197,24 +197,8 @@ def score_batch(
     return assemble(prep, out, predictor.version or "", counts), prep.bad
 
 
-# -- one process's pipeline: reader thread -> model -> writer thread --------------------------------------
+# -- one process's pipeline: reader thread -> model threads -> writer thread ------------------------------
 _END = object()
-
-
-def _reader(
-    frags: Sequence[Fragment], batch_rows: int, prepare: Callable[[pa.RecordBatch], Prepared],
-    q: queue.Queue[Any], stop: threading.Event,
-) -> None:  # fmt: skip
-    try:
-        for frag in frags:
-            for batch in frag.batches(batch_rows):
-                if stop.is_set():
-                    return
-                q.put((frag, prepare(batch)))
-            q.put((frag, _END))
-        q.put(None)
-    except BaseException as exc:  # surfaced in the scoring thread
-        q.put(exc)
 
 
 class _PartWriter:
@@ -255,76 +239,126 @@ class _PartWriter:
         return asdict(self.counts)
 
 
-def _writer(
-    staging: Path, version: str, q: queue.Queue[Any], results: list[Any], done: Callable[[int], None]
-) -> None:
-    parts: dict[int, _PartWriter] = {}
-    try:
-        while (item := q.get()) is not None:
-            frag, prep, out = item
-            w = parts.get(frag.index) or parts.setdefault(frag.index, _PartWriter(staging, frag))
-            if prep is _END:
-                results.append(parts.pop(frag.index).finish())
-                done(w.counts.rows_in)
-            else:
-                w.write(assemble(prep, out, version, w.counts), prep.bad)
-    except BaseException as exc:
-        results.append(exc)
-        while q.get() is not None:  # keep draining so the scorer never blocks on a dead writer
-            pass
-    finally:
-        for w in parts.values():
-            w.close()
+class _Pipeline:
+    """Read -> score -> write for one process. The reader thread decodes, transforms and checks batches
+    and builds their matrices; ``threads`` model threads each score whole batches with one native thread
+    (no OpenMP barrier waits on a core the reader or writer is using: every core stays busy); the writer
+    thread puts the batches back in input order, assembles and encodes them. Queues are small and
+    bounded: memory is a few batches whatever the input size. The first error anywhere stops it all."""
+
+    def __init__(
+        self, predictor: Predictor, staging: Path, id_cols: Sequence[str], batch_rows: int,
+        transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None, progress: Callable[[int], None],
+        threads: int,
+    ) -> None:  # fmt: skip
+        self.predictor, self.staging, self.id_cols, self.batch_rows = predictor, staging, id_cols, batch_rows
+        self.transform, self.progress, self.threads = transform, progress, max(1, threads)
+        self.required: Sequence[str] = getattr(transform, "required", ())
+        self.inq: queue.Queue[Any] = queue.Queue(self.threads + _QUEUE)
+        self.outq: queue.Queue[Any] = queue.Queue(self.threads + _QUEUE)
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self.results: list[dict[str, Any]] = []
+
+    def fail(self, exc: BaseException) -> None:
+        self.errors.append(exc)
+        self.stop.set()
+
+    def read(self, frags: Sequence[Fragment]) -> None:
+        seq = 0
+        try:
+            for frag in frags:
+                for batch in frag.batches(self.batch_rows):
+                    if self.stop.is_set():
+                        return
+                    batch = self.transform(batch) if self.transform else batch
+                    self.inq.put(
+                        (seq, frag, prepare_batch(batch, self.predictor, self.id_cols, self.required))
+                    )
+                    seq += 1
+                self.inq.put((seq, frag, _END))
+                seq += 1
+        except BaseException as exc:
+            self.fail(exc)
+        finally:
+            for _ in range(self.threads):
+                self.inq.put(None)
+
+    def score(self) -> None:
+        try:
+            while (item := self.inq.get()) is not None:
+                seq, frag, prep = item
+                out = None
+                if prep is not _END and prep.x is not None and not self.stop.is_set():
+                    try:
+                        out = self.predictor.predict_matrix(prep.x)
+                    except BaseException as exc:
+                        self.fail(exc)
+                self.outq.put((seq, frag, prep, out))
+        finally:
+            self.outq.put(None)
+
+    def write(self) -> None:
+        parts: dict[int, _PartWriter] = {}
+        pending: dict[int, tuple[Fragment, Any, Any]] = {}
+        version, following, running = self.predictor.version or "", 0, self.threads
+        try:
+            while running:
+                item = self.outq.get()
+                if item is None:
+                    running -= 1
+                    continue
+                pending[item[0]] = item[1:]
+                while following in pending and not self.stop.is_set():  # input order, whatever finished first
+                    frag, prep, out = pending.pop(following)
+                    following += 1
+                    w = parts.get(frag.index) or parts.setdefault(frag.index, _PartWriter(self.staging, frag))
+                    if prep is _END:
+                        self.results.append(parts.pop(frag.index).finish())
+                        self.progress(w.counts.rows_in)
+                    else:
+                        w.write(assemble(prep, out, version, w.counts), prep.bad)
+        except BaseException as exc:
+            self.fail(exc)
+            while running:  # keep draining so no model thread blocks on a dead writer
+                running -= self.outq.get() is None
+        finally:
+            for w in parts.values():
+                w.close()
+
+    def run(self, frags: Sequence[Fragment]) -> list[dict[str, Any]]:
+        threads = [threading.Thread(target=self.read, args=(frags,), daemon=True, name="ff-read")]
+        threads += [
+            threading.Thread(target=self.score, daemon=True, name=f"ff-model-{i}")
+            for i in range(self.threads)
+        ]
+        threads.append(threading.Thread(target=self.write, daemon=True, name="ff-write"))
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.1)
+        except BaseException as exc:  # Ctrl-C: stop the reader, let the rest drain
+            self.fail(exc)
+            raise
+        if self.errors:
+            raise self.errors[0]
+        return self.results
 
 
 def score_fragments(
     frags: Sequence[Fragment], predictor: Predictor, staging: Path, id_cols: Sequence[str], batch_rows: int,
     transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, threads: int = 1,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    """Score ``frags`` into ``staging``. Three threads overlap: the reader decodes, transforms and checks
-    batch i+1 and the writer assembles and encodes batch i-1 while the model scores batch i - the model's
-    native threads release the GIL, so only the model's own work is on the critical path."""
-    inq: queue.Queue[Any] = queue.Queue(_QUEUE)
-    outq: queue.Queue[Any] = queue.Queue(_QUEUE)
-    results: list[Any] = []
-    stop = threading.Event()
-    required: Sequence[str] = getattr(transform, "required", ())
-
-    def prepare(batch: pa.RecordBatch) -> Prepared:
-        return prepare_batch(transform(batch) if transform else batch, predictor, id_cols, required)
-
-    reader = threading.Thread(
-        target=_reader, args=(frags, batch_rows, prepare, inq, stop), daemon=True, name="ff-read"
+    """Score ``frags`` into ``staging`` (see :class:`_Pipeline`); one count dict per fragment."""
+    if threads > 1:
+        predictor.set_threads(1)
+    pipeline = _Pipeline(
+        predictor, staging, id_cols, batch_rows, transform, progress or (lambda n: None), threads
     )
-    writer = threading.Thread(
-        target=_writer, args=(staging, predictor.version or "", outq, results, progress or (lambda n: None)),
-        daemon=True, name="ff-write",
-    )  # fmt: skip
-    reader.start()
-    writer.start()
-    try:
-        while (item := inq.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            frag, prep = item
-            if prep is _END:
-                outq.put((frag, _END, None))
-            else:
-                outq.put((frag, prep, predictor.predict_matrix(prep.x) if prep.x is not None else None))
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a reader waiting on a full queue
-            try:
-                inq.get_nowait()
-            except queue.Empty:
-                reader.join(0.01)
-        outq.put(None)
-        writer.join()
-    errors = [r for r in results if isinstance(r, BaseException)]
-    if errors:
-        raise errors[0]
-    return results
+    return pipeline.run(frags)
 
 
 # -- worker processes (workers > 1) ------------------------------------------------------------------------
@@ -333,18 +367,20 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(package_path: str, version: str | None, runtime: str, threads: int, job: BatchJob) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before native libs load
-        os.environ[var] = str(threads)
+        os.environ[var] = "1"  # the worker's model threads run one native thread each
     from fourfold.model.package import load_package
 
     pkg = load_package(package_path).with_version(version)
     _WORKER["predictor"] = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
     _WORKER["transform"] = job.transform(pkg)
+    _WORKER["threads"] = threads
 
 
 def _work(frag: Fragment, staging: str, id_cols: tuple[str, ...], batch_rows: int) -> dict[str, Any]:
     [result] = score_fragments(
-        [frag], _WORKER["predictor"], Path(staging), id_cols, batch_rows, _WORKER["transform"]
-    )
+        [frag], _WORKER["predictor"], Path(staging), id_cols, batch_rows, _WORKER["transform"],
+        threads=_WORKER["threads"],
+    )  # fmt: skip
     return result
 
 
@@ -357,6 +393,7 @@ class BatchJob:
     id_cols: tuple[str, ...] = ()
     partition: str | None = None
     workers: int = 1
+    threads: int | None = None  # model threads per process (default: the cores / workers)
     batch_rows: int = 65_536
     resume: bool = False
     max_rejected: float | None = None
@@ -416,10 +453,10 @@ class BatchJob:
             if self.workers <= 1 or len(todo) <= 1:
                 predictor = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
                 return score_fragments(
-                    todo, predictor, staging, self.id_cols, self.batch_rows, self.transform(pkg), bar.advance
-                )
-            threads = max(1, (os.cpu_count() or 1) // self.workers)
-            args = (str(pkg.path), pkg.version, runtime, threads, self)
+                    todo, predictor, staging, self.id_cols, self.batch_rows, self.transform(pkg), bar.advance,
+                    threads=self.model_threads(1),
+                )  # fmt: skip
+            args = (str(pkg.path), pkg.version, runtime, self.model_threads(self.workers), self)
             # spawn, not fork: the parent holds thread pools (OpenMP, Arrow) a forked child could deadlock on
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(
@@ -433,6 +470,10 @@ class BatchJob:
                 return results
         finally:
             bar.close()
+
+    def model_threads(self, processes: int) -> int:
+        """Model threads per process: ``threads``, else the cores shared out between the processes."""
+        return self.threads or max(1, (os.cpu_count() or 1) // processes)
 
     def transform(self, pkg: ModelPackage) -> Callable[[pa.RecordBatch], pa.RecordBatch] | None:
         """What a record batch goes through before scoring: the windowed features, when the model's

@@ -44,6 +44,9 @@ def register(app: typer.Typer) -> None:
         workers: Annotated[
             int, typer.Option(help="Worker processes (1: one process, the model on every core).", min=1)
         ] = 1,
+        threads: Annotated[
+            int | None, typer.Option(help="Model threads per process (default: cores / workers).", min=1)
+        ] = None,
         batch_rows: Annotated[int, typer.Option(help="Rows per record batch.", min=1)] = 65_536,
         resume: Annotated[bool, typer.Option(help="Skip the fragments a killed run finished.")] = False,
         max_rejected: Annotated[
@@ -80,6 +83,7 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--engine must be local or spark")
         kwargs: dict[str, Any] = {
             "model": uri, "input": input, "output": output, "partition": partition, "workers": workers,
+            "threads": threads,
             "batch_rows": batch_rows, "resume": resume, "max_rejected": max_rejected, "runtime": runtime,
             "id_cols": tuple(c for c in id_cols.split(",") if c), "query": query, "table": table,
             "engine": engine, "spark_master": spark_master, "quarantine": quarantine, "events": events,

@@ -90,6 +90,15 @@ class Predictor:
             )
         return finish(self._task, self._rt.predict_raw(x), self.threshold)
 
+    def set_threads(self, n: int) -> bool:
+        """Limit the native runtime's threads per call (for callers that run several calls at once, one
+        per core); False when the runtime has no such knob (ONNX Runtime's is fixed at ``threads=``)."""
+        knob = getattr(self._rt, "set_threads", None)
+        if knob is None:
+            return False
+        knob(n)
+        return True
+
     def predict_one(self, row: Mapping[str, Any]) -> dict[str, object]:
         """Score one row given as a mapping of feature name to number; returns Python scalars."""
         return finish_one(self._task, self._rt.predict_raw(self.row_matrix(row)), self.threshold)

@@ -30,9 +30,14 @@ class LightGBMModel:
 
     def __init__(self, booster: Any) -> None:
         self.booster = booster
+        self._threads: dict[str, int] = {}
 
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(x, validate_features=False), dtype=np.float64)
+        return np.asarray(self.booster.predict(x, validate_features=False, **self._threads), dtype=np.float64)
+
+    def set_threads(self, n: int) -> None:
+        """OpenMP threads per predict call (0: LightGBM's default)."""
+        self._threads = {"num_threads": n} if n > 0 else {}
 
 
 class LightGBMFlavor:

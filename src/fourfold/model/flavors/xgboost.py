@@ -36,6 +36,10 @@ class XGBoostModel:
     def predict_raw(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.inplace_predict(x), dtype=np.float64)
 
+    def set_threads(self, n: int) -> None:
+        """OpenMP threads per predict call (0: all cores). In-place prediction is thread-safe."""
+        self.booster.set_param({"nthread": n})
+
 
 class XGBoostFlavor:
     name = "xgboost"
