@@ -245,3 +245,23 @@ def test_rows_keep_their_input_order_with_many_model_threads(model_uri: str, tmp
     assert got["user_id"].to_pylist() == data["user_id"].to_pylist()
     expected = load_predictor(model_uri).predict(data)["score"]
     np.testing.assert_allclose(got["score"].to_numpy(), expected, atol=1e-6)
+
+
+def test_multiclass_probabilities_are_a_list_column(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    data = _write_input(tmp_path / "in", files=1)
+    x = np.column_stack([data[f].to_numpy() for f in FEATURES])
+    y = np.digitize(x[:, 0], [-0.5, 0.5])  # three classes
+    model = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y)
+    pkg = save_model(model, tmp_path / "pkg", name="tri", sample=data.select(FEATURES))
+    run_batch(
+        model=str(pkg.path), input=str(tmp_path / "in"), output=str(tmp_path / "out"), id_cols=("user_id",)
+    )
+    out = pq.read_table(tmp_path / "out")
+    assert out.schema.field("probabilities").type == pa.list_(pa.float64())
+    expected = load_predictor(str(pkg.path)).predict(data)
+    np.testing.assert_allclose(
+        np.array(out["probabilities"].to_pylist()), expected["probabilities"], atol=1e-9
+    )
+    assert out["label"].to_pylist() == expected["label"].tolist()

@@ -137,7 +137,9 @@ def check_rows(
         values = batch.column(col)
         if values.null_count:
             reject(np.asarray(values.is_null().to_numpy(zero_copy_only=False)), f"missing {col!r}")
-    if not np.isfinite(x.sum(axis=1)).all():  # one pass; the per-feature detail only when needed
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, 1e308 + 1e308: caught just below
+        all_finite = bool(np.isfinite(x.sum(axis=1)).all())
+    if not all_finite:  # one pass; the per-feature detail only when needed
         finite = np.isfinite(x)
         for j, f in enumerate(sig.inputs):
             bad = np.isinf(x[:, j]) if f.nullable else ~finite[:, j]
@@ -179,12 +181,21 @@ def assemble(
         return None
     table = prep.ids
     for name, values in out.items():
-        table = table.append_column(name, pa.array(values))
+        table = table.append_column(name, _column(values))
     table = table.append_column("model_version", pa.repeat(pa.scalar(version, pa.string()), table.num_rows))
     counts.rows_out += table.num_rows
     if "score" in out:
         counts.add_scores(out["score"])
     return table
+
+
+def _column(values: np.ndarray) -> pa.Array:
+    """A model output as an Arrow column: 1-D as is, 2-D (class probabilities) as ``list<double>``."""
+    if values.ndim == 1:
+        return pa.array(values)
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float64).ravel())
+    offsets = pa.array(np.arange(0, flat.__len__() + 1, values.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, flat)
 
 
 def score_batch(
@@ -414,7 +425,8 @@ class BatchJob:
         sink = open_sink(self)
         staging = sink.staging
         identity = {"model": pkg.uri, "version": pkg.version, "input": self.input, "query": self.query,
-                    "id_cols": list(self.id_cols), "events": self.events, "as_of": self.as_of}  # fmt: skip
+                    "id_cols": list(self.id_cols), "events": self.events, "as_of": self.as_of,
+                    "engine": self.engine}  # fmt: skip
         if self.query is None and "://" not in self.input:
             identity["files"] = [f.path for f in open_source(self.input).fragments]
         done = self._prepare(staging, identity)
