@@ -36,6 +36,42 @@ def _session() -> Any:
     return spark
 
 
+_PYFUNC: dict[str, Any] = {}
+
+
+def mlflow_pyfunc(pkg: Any) -> Any:
+    """The package's XGBoost booster logged to a throwaway MLflow registry (SQLite) as the seed's
+    ``models:/churn-model`` with alias ``production``, loaded back with ``mlflow.pyfunc.load_model`` -
+    what the seed's driver holds and broadcasts. Cached per package (logging is outside the timing)."""
+    key = str(pkg.path)
+    if key in _PYFUNC:
+        return _PYFUNC[key]
+    import logging
+
+    import mlflow
+    import mlflow.xgboost
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    root = Path(tempfile.mkdtemp(prefix="seed-mlflow-"))
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
+    exp = mlflow.create_experiment("seed", artifact_location=(root / "artifacts").as_uri())
+    booster = pkg.load_native().booster
+    with mlflow.start_run(experiment_id=exp):
+        info = mlflow.xgboost.log_model(booster, name="model", registered_model_name="churn-model")
+    mlflow.MlflowClient().set_registered_model_alias(
+        "churn-model", "production", info.registered_model_version
+    )
+    _PYFUNC[key] = mlflow.pyfunc.load_model("models:/churn-model@production")
+    for k, v in saved.items():  # set_tracking_uri exports these; fourfold's own URIs stay local
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    return _PYFUNC[key]
+
+
 def seed_spark(files: list[str], model_uri: str, feature_names: list[str], id_col: str = "user_id") -> float:
     """The seed's Spark job over ``files`` (``id_col`` - the seed's ``user_id`` - and ``feature_names``);
     rows/s."""
@@ -46,20 +82,16 @@ def seed_spark(files: list[str], model_uri: str, feature_names: list[str], id_co
     from fourfold.registry.resolve import resolve
 
     spark = _session()
-    # Load model (broadcast to all executors) - the seed's mlflow.pyfunc.load_model(model_uri)
-    native = resolve(model_uri).load_native()
-    model = getattr(native, "booster", native)  # XGBoost: the Booster itself, as MLflow's pyfunc holds it
+    # Load model (broadcast to all executors): the seed's mlflow.pyfunc.load_model on a real MLflow
+    # registry holding the same XGBoost booster
+    model = mlflow_pyfunc(resolve(model_uri))
     broadcast_model = spark.sparkContext.broadcast(model)
 
     @pandas_udf("double")  # type: ignore[call-overload, untyped-decorator]  # pyspark's stubs lack the type-hint form
     def predict_udf(features: pd.Series) -> pd.Series:
         m = broadcast_model.value
         X = pd.DataFrame(features.tolist())  # the seed's name
-        if hasattr(m, "predict_raw"):
-            return pd.Series(m.predict_raw(X.to_numpy(dtype=m.input_dtype)))
-        import xgboost as xgb
-
-        return pd.Series(m.predict(xgb.DMatrix(X)))
+        return pd.Series(m.predict(X))
 
     out = tempfile.mkdtemp(prefix="seed-spark-")
     rows = sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)

@@ -29,6 +29,7 @@ from fourfold.errors import FourfoldError
 __all__ = ["SQL_SCHEMES", "Fragment", "Source", "open_source"]
 
 SQL_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
+_BUFFER = 1 << 20  # bytes read ahead per column stream
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,11 @@ class Fragment:
         """The fragment's rows, ``batch_rows`` at a time; memory is bounded by one row group (parquet)
         or one block (CSV), never by the file's size."""
         if self.format == "parquet":
-            with pq.ParquetFile(self.path, filesystem=self.filesystem) as f:
+            # streamed page by page (no pre-buffering of whole column chunks): memory stays a few pages
+            # per column whatever the row group size
+            with pq.ParquetFile(
+                self.path, filesystem=self.filesystem, pre_buffer=False, buffer_size=_BUFFER
+            ) as f:
                 yield from f.iter_batches(batch_size=batch_rows)
             return
         with (self.filesystem or pafs.LocalFileSystem()).open_input_stream(self.path) as stream:

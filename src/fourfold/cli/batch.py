@@ -77,7 +77,10 @@ def register(app: typer.Typer) -> None:
 
         Exit codes: 0 committed, 3 too many rejected rows (nothing committed), 1 any other error."""
         from fourfold.batch import BatchJob, JobFailed
+        from fourfold.batch.job import bound_memory
         from fourfold.errors import FourfoldError
+
+        bound_memory()
 
         if engine not in ("local", "spark"):
             raise typer.BadParameter("--engine must be local or spark")
