@@ -83,6 +83,9 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument(
+        "--only", default="", help="comma-separated servers to run: floor,seed,bentoml,mlserver,fourfold"
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
@@ -166,7 +169,10 @@ def main() -> None:
             ("fourfold serve", with_port(fourfold),
              [("infer", "oip", "/v2/models/fraud/infer"), ("predict+redis", "predict", "/predict")]),
         ]  # fmt: skip
+        wanted = {w.strip().lower() for w in args.only.split(",") if w.strip()}
         for label, make, runs in servers:
+            if wanted and label.split()[0].lower() not in wanted:
+                continue
             port = free_port()
             proc = subprocess.Popen(make(port), cwd=HERE, env={**env, "PYTHONPATH": str(HERE)},
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -64,6 +64,10 @@ def serve(settings: ServeSettings) -> None:
         http="httptools",
         access_log=False,
         log_level="warning",
+        # no X-Forwarded-* rewriting (a per-request middleware hop; fourfold logs request ids, not client
+        # addresses) and no "server: uvicorn" banner
+        proxy_headers=False,
+        server_header=False,
         timeout_graceful_shutdown=int(settings.graceful_timeout_s),
         lifespan="on",
     )
