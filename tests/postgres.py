@@ -13,6 +13,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
+from typing import Any
+
+import pyarrow as pa
 
 from serving import free_port
 
@@ -72,3 +76,36 @@ def _private_cluster() -> str:
     atexit.register(shutil.rmtree, root, True)
     run([*as_user, _binary("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "test"])
     return f"postgresql://postgres@127.0.0.1:{port}/test"
+
+
+class PG:
+    """An autocommit connection to the test database and the tables a test made (dropped afterwards)."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.tables: list[str] = []
+
+    def table(self) -> str:
+        name = f"ff_test_{uuid.uuid4().hex[:10]}"
+        self.tables.append(name)
+        return name
+
+    def sql(self, query: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    def load(self, name: str, data: pa.Table) -> None:
+        with self.conn.cursor() as cur:
+            cur.adbc_ingest(name, data, mode="create")
+
+    def read(self, name: str) -> pa.Table:
+        with self.conn.cursor() as cur:
+            cur.execute(f'SELECT * FROM "{name}" ORDER BY date, user_id')
+            table: pa.Table = cur.fetch_arrow_table()
+        return table
+
+    def drop_all(self) -> None:
+        for name in self.tables:
+            self.sql(f'DROP TABLE IF EXISTS "{name}"')
+        self.conn.close()

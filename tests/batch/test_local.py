@@ -14,20 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FEATURES, build
-from fourfold import LocalRegistry, load_predictor, save_model
+from conftest import FEATURES
+from fourfold import load_predictor, save_model
 from fourfold.batch import JobFailed, run_batch
 from fourfold.cli.main import app
 
 ROWS_PER_FILE = 400
-
-
-@pytest.fixture
-def model_uri(tmp_path: Path) -> str:
-    model, _, table = build("xgboost")
-    pkg = save_model(model, tmp_path / "pkg", name="churn", sample=table)
-    LocalRegistry().register(pkg, name="churn", aliases=["production"])
-    return "models:/churn/production"
 
 
 def _write_input(root: Path, files: int, bad_every: int = 0, seed: int = 0) -> pa.Table:

@@ -4,8 +4,6 @@ feature store (a real Redis, the default SQLite file)."""
 from __future__ import annotations
 
 import datetime as dt
-import uuid
-from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -17,61 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import postgres
-from conftest import FEATURES, build
-from fourfold import FourfoldError, LocalRegistry, load_predictor, save_model
+from conftest import FEATURES
+from fourfold import FourfoldError, load_predictor
 from fourfold.batch import run_batch
 from fourfold.features.stores import open_store
 from fourfold.settings import Settings
+from postgres import PG
 from serving import free_port, redis_server
 
 PG_URL = postgres.url()
 DAY = "date=2025-04-15"
-
-
-class PG:
-    """An autocommit connection to the test database and the tables a test made (dropped afterwards)."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.tables: list[str] = []
-
-    def table(self) -> str:
-        name = f"ff_test_{uuid.uuid4().hex[:10]}"
-        self.tables.append(name)
-        return name
-
-    def sql(self, query: str) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(query)
-            return list(cur.fetchall()) if cur.description else []
-
-    def read(self, name: str) -> pa.Table:
-        with self.conn.cursor() as cur:
-            cur.execute(f'SELECT * FROM "{name}" ORDER BY date, user_id')
-            table: pa.Table = cur.fetch_arrow_table()
-        return table
-
-
-@pytest.fixture
-def pg() -> Iterator[PG]:
-    import adbc_driver_postgresql.dbapi as dbapi
-
-    conn = dbapi.connect(PG_URL, autocommit=True)
-    db = PG(conn)
-    try:
-        yield db
-    finally:
-        for name in db.tables:
-            db.sql(f'DROP TABLE IF EXISTS "{name}"')
-        conn.close()
-
-
-@pytest.fixture
-def model_uri(tmp_path: Path) -> str:
-    model, _, table = build("xgboost")
-    pkg = save_model(model, tmp_path / "pkg", name="churn", sample=table)
-    LocalRegistry().register(pkg, name="churn", aliases=["production"])
-    return "models:/churn/production"
 
 
 def write_users(path: Path, n: int, *, bad_every: int = 0, seed: int = 0) -> pa.Table:

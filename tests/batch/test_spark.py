@@ -18,8 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from conftest import FEATURES, build
-from fourfold import LocalRegistry, load_predictor, save_model
+from conftest import FEATURES
+from fourfold import load_predictor
 from fourfold.batch import JobFailed, run_batch
 from fourfold.batch.job import check_rows
 from fourfold.cli.main import app
@@ -49,11 +49,9 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture
-def model_uri(tmp_path: Path, spark: Any) -> str:
-    model, _, table = build("xgboost")
-    pkg = save_model(model, tmp_path / "pkg", name="churn", sample=table)
-    LocalRegistry().register(pkg, name="churn", aliases=["production"])
-    return "models:/churn/production"
+def model_uri(model_uri: str, spark: Any) -> str:
+    """The shared model, once the Spark session is up."""
+    return model_uri
 
 
 def _write_input(root: Path, files: int, *, bad: bool = False, seed: int = 0) -> pa.Table:

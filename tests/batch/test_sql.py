@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,58 +13,14 @@ import pyarrow.parquet as pq
 import pytest
 
 import postgres
-from conftest import FEATURES, build
-from fourfold import FourfoldError, LocalRegistry, load_predictor, save_model
+from conftest import FEATURES
+from fourfold import FourfoldError, load_predictor
 from fourfold.batch import JobFailed, run_batch
 from fourfold.batch.sql import spool_query
+from postgres import PG
 from serving import free_port
 
 PG_URL = postgres.url()
-
-
-class PG:
-    """A connection to the test database (autocommit) and the tables a test made, dropped afterwards."""
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.tables: list[str] = []
-
-    def table(self) -> str:
-        name = f"ff_test_{uuid.uuid4().hex[:10]}"
-        self.tables.append(name)
-        return name
-
-    def sql(self, query: str, params: tuple[Any, ...] | None = None) -> list[tuple[Any, ...]]:
-        with self.conn.cursor() as cur:
-            cur.execute(query, params)
-            rows = cur.fetchall() if cur.description else []
-        return rows
-
-    def load(self, name: str, data: pa.Table) -> None:
-        with self.conn.cursor() as cur:
-            cur.adbc_ingest(name, data, mode="create")
-
-
-@pytest.fixture
-def pg() -> Iterator[PG]:
-    import adbc_driver_postgresql.dbapi as dbapi
-
-    conn = dbapi.connect(PG_URL, autocommit=True)
-    db = PG(conn)
-    try:
-        yield db
-    finally:
-        for name in db.tables:
-            db.sql(f'DROP TABLE IF EXISTS "{name}"')
-        conn.close()
-
-
-@pytest.fixture
-def model_uri(tmp_path: Path) -> str:
-    model, _, table = build("xgboost")
-    pkg = save_model(model, tmp_path / "pkg", name="churn", sample=table)
-    LocalRegistry().register(pkg, name="churn", aliases=["production"])
-    return "models:/churn/production"
 
 
 def users(n: int, *, bad_every: int = 0, seed: int = 0) -> pa.Table:
