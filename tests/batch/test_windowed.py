@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
+import fourfold.demo.features
 from fourfold import FourfoldError, LocalRegistry, load_predictor, save_model
 from fourfold.batch import run_batch
 from fourfold.demo.data import generate_transactions
@@ -21,6 +22,7 @@ from fourfold.features.offline import point_in_time_join
 from fourfold.model.signature import Feature, Signature
 
 WINDOWED = [f.name for f in FRAUD_FEATURES.windowed]
+FRAUD_FEATURES_PATH = Path(fourfold.demo.features.__file__).with_name("fraud_features.yaml")
 KEY, TS = single_source(FRAUD_FEATURES)
 
 
@@ -111,3 +113,27 @@ def test_windowed_model_without_events_names_what_is_missing(
     pq.write_table(_rows(log), tmp_path / "rows.parquet")
     with pytest.raises(FourfoldError, match="pass --events LOG"):
         run_batch(model=fraud_uri, input=str(tmp_path / "rows.parquet"), output=str(tmp_path / "out"))
+
+
+def test_a_features_file_replaces_the_packages_and_a_bad_one_is_named(
+    fraud_uri: str, log: pa.Table, tmp_path: Path
+) -> None:
+    """--features: the windows come from the given definition (here: 1h windows stretched to 7d, so the
+    scores differ from the package's definition), and an unreadable file is a 400 naming it."""
+    pq.write_table(log.slice(0, 4_000), tmp_path / "events.parquet")
+    pq.write_table(_rows(log).slice(0, 200), tmp_path / "rows.parquet")
+    kw = {"model": fraud_uri, "input": str(tmp_path / "rows.parquet"), "id_cols": ("event_id",),
+          "events": str(tmp_path / "events.parquet")}  # fmt: skip
+    run_batch(**kw, output=str(tmp_path / "a"))
+    text = FRAUD_FEATURES_PATH.read_text().replace("window: 1h", "window: 7d")
+    (tmp_path / "wide.yaml").write_text(text)
+    run_batch(**kw, output=str(tmp_path / "b"), features=str(tmp_path / "wide.yaml"))
+    a, b = (
+        pq.read_table(tmp_path / "a")["score"].to_numpy(),
+        pq.read_table(tmp_path / "b")["score"].to_numpy(),
+    )
+    assert not np.allclose(a, b)
+    (tmp_path / "bad.yaml").write_text("name: [")
+    with pytest.raises(FourfoldError, match="--features") as err:
+        run_batch(**kw, output=str(tmp_path / "c"), features=str(tmp_path / "bad.yaml"))
+    assert err.value.status == 400

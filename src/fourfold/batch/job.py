@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 from fourfold.batch.sinks import ParquetSink, Sink, open_sink, quarantine_dir, write_json
 from fourfold.batch.sources import Fragment, Source, open_source
 from fourfold.errors import FourfoldError
+from fourfold.features.definitions import FeatureSet
 from fourfold.model.inputs import as_columns
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
@@ -419,6 +420,7 @@ class BatchJob:
     query: str | None = None  # the SQL for a postgresql:// or duckdb:// input
     table: str | None = None  # the table for a postgresql:// output
     quarantine: str | None = None  # where a non-directory sink's rejected rows go
+    features: str | None = None  # a features.yaml instead of the one in the model package
     events: str | None = None  # the event log windowed features are computed from
     timestamp: str | None = None  # the rows' as-of time column for windowed features
     as_of: str | None = None  # or one as-of time for every row (ISO 8601)
@@ -488,6 +490,19 @@ class BatchJob:
         finally:
             bar.close()
 
+    def feature_set(self, pkg: ModelPackage) -> FeatureSet | None:
+        """``features`` (a features.yaml) when given, else the feature set stored in the model package."""
+        if self.features is None:
+            return pkg.features()
+        import yaml
+
+        from fourfold.features.definitions import DefinitionError
+
+        try:
+            return FeatureSet.load(Path(self.features))
+        except (OSError, DefinitionError, yaml.YAMLError, ValueError, TypeError) as exc:
+            raise FourfoldError(f"--features {self.features}: {exc}", status=400) from None
+
     def model_threads(self, processes: int) -> int:
         """Model threads per process: ``threads``, else the cores shared out between the processes."""
         return self.threads or max(1, (os.cpu_count() or 1) // processes)
@@ -495,7 +510,7 @@ class BatchJob:
     def transform(self, pkg: ModelPackage) -> Callable[[pa.RecordBatch], pa.RecordBatch] | None:
         """What a record batch goes through before scoring: the windowed features, when the model's
         feature set has any, computed point-in-time from ``events`` (``windowed.py``)."""
-        fs = pkg.features()
+        fs = self.feature_set(pkg)
         if fs is None or not fs.windowed or not self.events:
             return None  # windowed features, if any, are columns of the input
         from fourfold.batch.windowed import WindowedTransform
@@ -512,7 +527,7 @@ class BatchJob:
 
     def _check_columns(self, pkg: ModelPackage, schema: pa.Schema) -> None:
         names = set(schema.names)
-        fs = pkg.features()
+        fs = self.feature_set(pkg)
         computed = {f.name for f in fs.windowed} if fs is not None and self.events else set()
         needed = [*self.id_cols, *(n for n in pkg.signature.feature_names if n not in computed)]
         if computed and fs is not None:

@@ -56,6 +56,9 @@ def register(app: typer.Typer) -> None:
         quarantine: Annotated[
             str | None, typer.Option(help="Where rejected rows go for a database or store output.")
         ] = None,
+        features: Annotated[
+            str | None, typer.Option(help="features.yaml to use instead of the model package's.")
+        ] = None,
         events: Annotated[
             str | None, typer.Option(help="Event log to compute the model's windowed features from.")
         ] = None,
@@ -89,8 +92,8 @@ def register(app: typer.Typer) -> None:
             "threads": threads,
             "batch_rows": batch_rows, "resume": resume, "max_rejected": max_rejected, "runtime": runtime,
             "id_cols": tuple(c for c in id_cols.split(",") if c), "query": query, "table": table,
-            "engine": engine, "spark_master": spark_master, "quarantine": quarantine, "events": events,
-            "timestamp": timestamp, "as_of": as_of, "progress": progress,
+            "engine": engine, "spark_master": spark_master, "quarantine": quarantine, "features": features,
+            "events": events, "timestamp": timestamp, "as_of": as_of, "progress": progress,
         }  # fmt: skip
         from datetime import UTC, datetime
 
