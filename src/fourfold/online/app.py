@@ -25,13 +25,11 @@ from typing import Any
 
 import numpy as np
 import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
 from fourfold import __version__
 from fourfold.errors import FourfoldError, InputError
 from fourfold.features.stores import StoreError, open_async_store
-from fourfold.online.asgi import Router
+from fourfold.online.asgi import Request, Response, Router
 from fourfold.online.cache import PredictionCache, SharedCache
 from fourfold.online.metrics import Metrics
 from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
@@ -48,9 +46,7 @@ Handler = Callable[[Request, "Context"], Awaitable[Response]]
 
 
 def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers, "application/json"
-    )
+    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers)
 
 
 class Context:
@@ -201,7 +197,7 @@ class Server:
         if self.settings.access_log and access.isEnabledFor(logging.INFO):
             access.info(
                 orjson.dumps(
-                    {"request_id": rid, "method": request.method, "path": request.url.path, "status": status,
+                    {"request_id": rid, "method": request.method, "path": request.path, "status": status,
                      "ms": round(elapsed * 1000, 3)}
                 ).decode()
             )  # fmt: skip
