@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
         """Serve a model over HTTP: /predict, /predict/batch, Open Inference Protocol, probes, /metrics."""
         from fourfold.model.flavors.base import require
 
-        for module in ("starlette", "uvicorn", "orjson", "prometheus_client"):
+        for module in ("uvicorn", "orjson", "prometheus_client"):
             require(module, "serve", "fourfold serve")
         from fourfold.online.server import serve as run
         from fourfold.online.settings import ServeSettings
