@@ -238,3 +238,47 @@ def test_a_package_threshold_is_reported_as_the_decision(fraud_package: Path, st
         out = httpx.post(base + "/predict", json=body).json()
     assert out["label"] == 1  # every score is above a 0.0 threshold
     assert out["decision"] == "positive"
+
+
+def test_a_features_file_replaces_the_packages_definition(
+    registered: str, fraud_log: pa.Table, tmp_path: Path
+) -> None:
+    """--features: the windows are materialized and read with the given definition (1h windows stretched
+    to ten years here); a file that lacks one of the model's features is refused at load."""
+    import fourfold.demo.features as demo_features
+    from fourfold.errors import FourfoldError
+    from fourfold.features import FeatureSet
+    from fourfold.online.served import ModelHolder
+
+    text = Path(demo_features.__file__).with_name("fraud_features.yaml").read_text()
+    wide_file = tmp_path / "wide.yaml"
+    wide_file.write_text(text.replace("window: 1h", "window: 3650d"))  # reaches the demo log from now
+    wide = FeatureSet.load(wide_file)
+    url = f"sqlite:///{tmp_path / 'wide.db'}"
+    store = open_store(url)
+    OnlineFeatures(wide, store).materialize(fraud_log.slice(0, 15_000))
+    store.close()
+    rows = fraud_log.slice(15_000, 30).to_pylist()
+    with running(_settings(registered, url, cache_size=0, features=wide_file)) as base:
+        now = int(time.time() * 1000)
+        got = [httpx.post(base + "/predict", json=_request(r)).json() for r in rows]
+    store = open_store(url)
+    expected = OnlineFeatures(wide, store).get([r["user_id"] for r in rows], at_ms=now)
+    store.close()
+    p = load_predictor(registered)
+    for r, g, f in zip(rows, got, expected, strict=True):
+        assert f is not None
+        assert g["degraded"] is False
+        want = p.predict_one({**f, **{k: r[k] for k in ("amount", "merchant_category", "device")}})
+        assert g["score"] == pytest.approx(float(want["score"]), abs=1e-6)  # type: ignore[arg-type]
+    narrow = OnlineFeatures(FRAUD_FEATURES, open_store("memory://"))
+    narrow.materialize(fraud_log.slice(0, 15_000))
+    assert expected != narrow.get([r["user_id"] for r in rows], at_ms=now)  # the definitions differ here
+
+    short = tmp_path / "short.yaml"
+    short.write_text(
+        text.replace("  - {name: txn_count_1h, source: transactions, agg: count, window: 1h}\n", "")
+    )
+    with pytest.raises(FourfoldError, match="does not define 'txn_count_1h'") as err:
+        ModelHolder(_settings(registered, url, features=short)).load()
+    assert err.value.status == 400

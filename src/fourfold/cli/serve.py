@@ -13,6 +13,9 @@ def register(app: typer.Typer) -> None:
     def serve(
         uri: Annotated[str | None, typer.Argument(help="Model URI (default: FOURFOLD_MODEL).")] = None,
         store: Annotated[str | None, typer.Option(help="Online feature store URL.")] = None,
+        features: Annotated[
+            Path | None, typer.Option(help="features.yaml to use instead of the model package's.")
+        ] = None,
         host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
         port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
         workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
@@ -28,7 +31,7 @@ def register(app: typer.Typer) -> None:
         from fourfold.online.settings import ServeSettings
 
         overrides = {"model": uri, "store": store, "host": host, "port": port, "workers": workers,
-                     "threads": threads}  # fmt: skip
+                     "threads": threads, "features": features}  # fmt: skip
         given = {k: v for k, v in overrides.items() if v is not None}
         settings = ServeSettings.from_file(config, **given) if config else ServeSettings(**given)  # type: ignore[arg-type]
         typer.echo(

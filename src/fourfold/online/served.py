@@ -13,9 +13,12 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import yaml
 
+from fourfold.errors import FourfoldError
 from fourfold.features.definitions import FeatureSet
 from fourfold.features.online import OnlineFeatures
+from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
 from fourfold.online.batcher import MicroBatcher
 from fourfold.online.settings import ServeSettings
@@ -59,7 +62,7 @@ class ModelHolder:
         s = self.settings
         predictor = Predictor(pkg, runtime=s.runtime, threads=s.threads)
         _warm(predictor)
-        fs = pkg.features()
+        fs = self._feature_set(pkg)
         online = OnlineFeatures(fs) if fs is not None and (fs.windowed or fs.entity_features) else None
         batcher = MicroBatcher(
             predictor.predict_matrix, max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms
@@ -70,6 +73,25 @@ class ModelHolder:
         if old is not None:
             log.info("model swapped: %s v%s -> v%s", predictor.name, old.version, version)
         return True
+
+    def _feature_set(self, pkg: ModelPackage) -> FeatureSet | None:
+        """``settings.features`` when given (it must define every feature the model takes), else the
+        feature set stored in the package."""
+        path = self.settings.features
+        if path is None:
+            return pkg.features()
+        try:
+            fs = FeatureSet.load(path)
+        except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
+            raise FourfoldError(f"features file {path}: {exc}", status=400) from None
+        missing = [n for n in pkg.signature.feature_names if n not in fs.names]
+        if missing:
+            raise FourfoldError(
+                f"features file {path} does not define {', '.join(map(repr, missing))}, which "
+                f"{pkg.label} takes",
+                status=400,
+            )
+        return fs
 
 
 def _warm(predictor: Predictor) -> None:

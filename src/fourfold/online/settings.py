@@ -25,6 +25,9 @@ class ServeSettings(BaseSettings):
     workers: int = Field(1, ge=1, description="Worker processes sharing the port.")
     threads: int = Field(1, ge=1, description="Model threads per worker (OpenMP, ONNX Runtime, BLAS).")
     store: str | None = Field(None, description="Online feature store URL; default: SQLite in FOURFOLD_HOME.")
+    features: Path | None = Field(
+        None, description="A features.yaml used instead of the one in the model package (FOURFOLD_FEATURES)."
+    )
     feature_timeout_ms: float = Field(40.0, gt=0, description="Budget for the feature fetch.")
     deadline_ms: float = Field(
         100.0, gt=0, description="Per-request deadline (header X-Deadline-Ms overrides)."
