@@ -190,17 +190,18 @@ def test_spark_sql_validation_gives_check_rows_reasons(spark: Any, tmp_path: Pat
     assert len(set(reasons)) >= 4
 
 
-def test_the_histogram_aggregate_is_numpys(spark: Any, tmp_path: Path) -> None:
-    from fourfold.batch.spark import _histogram
+def test_the_histogram_of_the_written_scores_is_numpys(tmp_path: Path) -> None:
+    from fourfold.batch.spark import _file_histogram
 
     edges = np.histogram_bin_edges(np.empty(0), bins=20, range=(0.0, 1.0))
     scores = np.concatenate([
         np.random.default_rng(1).random(500), edges, np.nextafter(edges, -1), np.nextafter(edges, 2),
         [np.nan, -0.0, 1.0000001, -1e-300, 7.0],
     ])  # fmt: skip
-    pq.write_table(pa.table({"score": scores}), tmp_path / "scores.parquet")
+    pq.write_table(pa.table({"score": scores[:300]}), tmp_path / "part-00000.parquet")
+    pq.write_table(pa.table({"score": scores[300:]}), tmp_path / "part-00001.parquet", row_group_size=50)
     expected, _ = np.histogram(scores, bins=20, range=(0.0, 1.0))
-    assert _histogram(spark, str(tmp_path / "scores.parquet"), "score") == expected.tolist()
+    assert _file_histogram(tmp_path, "score") == expected.tolist()
 
 
 def test_csv_input_scores_like_the_local_engine(spark: Any, model_uri: str, tmp_path: Path) -> None:

@@ -22,9 +22,8 @@ engine, committed by the same sink.
 * **Exactly once**: Spark writes into ``staging/_spark/``; its ``part-*.parquet`` files move up to
   ``staging/part-spark-NNNNN.parquet`` (``_SUCCESS`` and ``.crc`` files dropped; the sink writes its
   own ``_SUCCESS`` on commit). Counts are exact: rows from the written files' parquet footers (checked
-  against the input's footers; no rejected row there, no quarantine pass), the score histogram as
-  observed metrics of the scoring job (checked against the rows written; else a Spark aggregation of the
-  written scores).
+  against the input's footers; no rejected row there, no quarantine pass), the score histogram from
+  the written files' score column, read on the driver.
 * **Resume**: a resumed Spark job re-runs the whole Spark stage (Spark's task retries already cover lost
   executors); the earlier attempt's Spark files are deleted first, so the output is still exactly once.
 
@@ -336,25 +335,18 @@ def _output_schema(df: Any, pkg: ModelPackage, id_cols: Sequence[str]) -> Any:
     return T.StructType(fields)
 
 
-def _bin_counts(score: str) -> list[Any]:
-    """``np.histogram(scores, 20, (0, 1))`` as 20 Spark aggregates ``bin0`` ... ``bin19``: bin i counts
-    edges[i] <= s < edges[i+1] (the last one also s == 1); NaN, null and values outside [0, 1] count nowhere
-    (Spark orders NaN above every number: ``NaN < edge`` is false)."""
-    from pyspark.sql import functions as F
+def _file_histogram(root: Path, column: str) -> list[int]:
+    """``np.histogram(scores, _BINS, (0, 1))`` over the ``column`` of the parquet parts under ``root``,
+    streamed one record batch at a time (the local engine's bins)."""
+    import pyarrow.parquet as pq
 
-    edges = [_double(e) for e in np.histogram_bin_edges(np.empty(0), bins=_BINS, range=(0.0, 1.0))]
-    s = _quote(score)
-    out = []
-    for i in range(_BINS):
-        upper = f"{s} {'<=' if i == _BINS - 1 else '<'} {edges[i + 1]}"
-        out.append(F.expr(f"sum(CASE WHEN {s} >= {edges[i]} AND {upper} THEN 1 ELSE 0 END) AS bin{i}"))
-    return out
-
-
-def _histogram(spark: Any, path: str, score: str) -> list[int]:
-    """The histogram of the scores written at ``path``, by a Spark aggregation."""
-    [row] = spark.read.parquet(path).agg(*_bin_counts(score)).collect()
-    return [int(row[f"bin{i}"] or 0) for i in range(_BINS)]
+    counts = np.zeros(_BINS, dtype=np.int64)
+    for part in sorted(root.glob("*.parquet")):
+        with pq.ParquetFile(part) as f:
+            for batch in f.iter_batches(columns=[column], batch_size=1 << 18):
+                values = batch.column(0).to_numpy(zero_copy_only=False)
+                counts += np.histogram(values, bins=_BINS, range=(0.0, 1.0))[0]
+    return [int(c) for c in counts]
 
 
 def _parts_rows(directory: Path) -> int:
@@ -426,7 +418,6 @@ def _run(
     spark: Any, job: BatchJob, pkg: ModelPackage, source: Source, staging: Path, runtime: str,
     input_dtype: Any,
 ) -> list[dict[str, Any]]:  # fmt: skip
-    from pyspark.sql import Observation
     from pyspark.sql import functions as F
 
     cores = int(spark.sparkContext.defaultParallelism)
@@ -451,21 +442,13 @@ def _run(
         if min(splits, groups if groups is not None else splits) < 2 * cores:
             good = good.repartition(target)  # too few real splits for the cores: spread the rows
         scored = good.mapInArrow(functools.partial(_score_partition, ref), _output_schema(df, pkg, ids))
-        # the histogram comes with the scoring job (observed metrics of its result stage: a task's
-        # aggregates count once), checked against the written files' row count below
-        has_score = any(o.name == "score" and not o.shape for o in pkg.signature.outputs)
-        observation = Observation(f"fourfold-{uuid.uuid4().hex}")
-        scored = scored.observe(
-            observation, F.count(F.lit(1)).alias("rows"), *(_bin_counts("score") if has_score else [])
-        )
         spark.sparkContext.setJobDescription("fourfold batch: score")
         scored.write.mode("overwrite").parquet(_uri(work / "out"))
-        metrics = observation.get
         rows_out = _parts_rows(work / "out")
-        hist = [int(metrics.get(f"bin{i}") or 0) for i in range(_BINS)] if has_score else [0] * _BINS
-        if has_score and int(metrics.get("rows") or 0) != rows_out:  # not expected: recount from the files
-            spark.sparkContext.setJobDescription("fourfold batch: histogram")
-            hist = _histogram(spark, _uri(work / "out"), "score")
+        # the histogram from the committed files' score column on the driver: exact whatever tasks were
+        # retried, and a third of the job's time cheaper than 20 aggregates observed on every row in the JVM
+        has_score = any(o.name == "score" and not o.shape for o in pkg.signature.outputs)
+        hist = _file_histogram(work / "out", "score") if has_score else [0] * _BINS
         counted = [f.rows for f in source.fragments]
         rows_in = sum(n or 0 for n in counted) if all(n is not None for n in counted) else None
         if rows_in is None or rows_out < rows_in:  # parquet footers say whether any row was rejected
