@@ -16,10 +16,12 @@ the timing; fourfold's figure includes resolving the model, its checks and the c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,39 +38,63 @@ def _session() -> Any:
     return spark
 
 
+_REGISTRY: dict[str, str] = {}
 _PYFUNC: dict[str, Any] = {}
 
 
-def mlflow_pyfunc(pkg: Any) -> Any:
-    """The package's XGBoost booster logged to a throwaway MLflow registry (SQLite) as the seed's
-    ``models:/churn-model`` with alias ``production``, loaded back with ``mlflow.pyfunc.load_model`` -
-    what the seed's driver holds and broadcasts. Cached per package (logging is outside the timing)."""
-    key = str(pkg.path)
-    if key in _PYFUNC:
-        return _PYFUNC[key]
-    import logging
-
+@contextlib.contextmanager
+def _tracking(uri: str) -> Iterator[None]:
+    """MLflow pointed at ``uri`` for the block; fourfold's own ``models:/`` URIs stay local after it."""
     import mlflow
-    import mlflow.xgboost
 
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
     saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    root = Path(tempfile.mkdtemp(prefix="seed-mlflow-"))
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{root / 'mlflow.db'}")
-    exp = mlflow.create_experiment("seed", artifact_location=(root / "artifacts").as_uri())
-    booster = pkg.load_native().booster
-    with mlflow.start_run(experiment_id=exp):
-        info = mlflow.xgboost.log_model(booster, name="model", registered_model_name="churn-model")
-    mlflow.MlflowClient().set_registered_model_alias(
-        "churn-model", "production", info.registered_model_version
-    )
-    _PYFUNC[key] = mlflow.pyfunc.load_model("models:/churn-model@production")
-    for k, v in saved.items():  # set_tracking_uri exports these; fourfold's own URIs stay local
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    mlflow.set_tracking_uri(uri)  # exports MLFLOW_TRACKING_URI
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def mlflow_registry(pkg: Any) -> str:
+    """The tracking URI of a throwaway MLflow registry (SQLite) holding the package's XGBoost booster as
+    the seed's ``churn-model`` with alias ``production``. Cached per package (outside any timing)."""
+    key = str(pkg.path)
+    if key not in _REGISTRY:
+        import logging
+
+        import mlflow
+        import mlflow.xgboost
+
+        logging.getLogger("mlflow").setLevel(logging.ERROR)
+        root = Path(tempfile.mkdtemp(prefix="seed-mlflow-"))
+        uri = f"sqlite:///{root / 'mlflow.db'}"
+        with _tracking(uri):
+            exp = mlflow.create_experiment("seed", artifact_location=(root / "artifacts").as_uri())
+            with mlflow.start_run(experiment_id=exp):
+                info = mlflow.xgboost.log_model(
+                    pkg.load_native().booster, name="model", registered_model_name="churn-model"
+                )
+            mlflow.MlflowClient().set_registered_model_alias(
+                "churn-model", "production", info.registered_model_version
+            )
+        _REGISTRY[key] = uri
+    return _REGISTRY[key]
+
+
+def mlflow_pyfunc(pkg: Any) -> Any:
+    """``mlflow.pyfunc.load_model("models:/churn-model@production")`` from :func:`mlflow_registry` - what
+    the seed's driver holds and broadcasts."""
+    key = str(pkg.path)
+    if key not in _PYFUNC:
+        import mlflow.pyfunc
+
+        with _tracking(mlflow_registry(pkg)):
+            _PYFUNC[key] = mlflow.pyfunc.load_model("models:/churn-model@production")
     return _PYFUNC[key]
 
 
