@@ -21,15 +21,12 @@ from typer.testing import CliRunner
 from conftest import FEATURES
 from fourfold import load_predictor
 from fourfold.batch import JobFailed, run_batch
-from fourfold.batch.job import check_rows
+from fourfold.batch.rows import check_rows
+from fourfold.batch.spark import F32_OVERFLOW, reason_column, score_on_spark, spark_session
 from fourfold.cli.main import app
 from fourfold.model.package import MANIFEST, sha256_file
 from fourfold.model.signature import Feature, Signature
 from fourfold.registry.resolve import resolve
-
-pytest.importorskip("pyspark")
-
-from fourfold.batch.spark import F32_OVERFLOW, reason_column, score_on_spark, spark_session
 
 ROWS_PER_FILE = 300
 SPARK: dict[str, Any] = {"engine": "spark", "spark_master": "local[2]"}
@@ -257,7 +254,7 @@ def test_rerunning_a_partition_replaces_it_and_workers_keep_the_model(
     assert second.num_rows == 2 * ROWS_PER_FILE  # replaced, not appended
 
     def probe(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from fourfold.batch import spark as engine
+        from fourfold.batch import spark_worker as engine
 
         for _ in batches:
             names = sorted({key[0] for key in engine._MODELS})

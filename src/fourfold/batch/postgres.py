@@ -40,7 +40,7 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine
+from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
 from fourfold.errors import FourfoldError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -96,6 +96,10 @@ class PostgresSink:
     @property
     def staging(self) -> Path:
         return home_staging(self.job)
+
+    @property
+    def quarantine(self) -> Path:
+        return quarantine_dir(self.job, self.staging)
 
     @property
     def destination(self) -> str:

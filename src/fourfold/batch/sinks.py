@@ -51,6 +51,11 @@ class Sink(Protocol):
         """Where the committed rows will be, for the summary."""
         ...
 
+    @property
+    def quarantine(self) -> Path:
+        """Where the rejected rows are once committed."""
+        ...
+
     def commit(self, summary: BatchSummary) -> None:
         """Publish every part in ``staging`` at once; afterwards ``staging`` is gone."""
         ...
@@ -101,6 +106,10 @@ class ParquetSink:
     @property
     def destination(self) -> str:
         return str(self.dest)
+
+    @property
+    def quarantine(self) -> Path:
+        return self.dest / "_quarantine"  # moves with the staging directory
 
     def commit(self, summary: BatchSummary) -> None:
         staging, dest = self.staging, self.dest

@@ -8,7 +8,7 @@ engine, committed by the same sink.
   WHEN x1 IS NULL OR isnan(x1) OR abs(x1) >= inf THEN 'feature ...' ... END`` (ids first, then the
   features in the signature's order, the first reason wins; a nullable feature is bad only when infinite;
   with a float32 runtime ``abs(x) >= 2^128 - 2^103``, the values float32 rounds to inf) - the reasons
-  :func:`fourfold.batch.job.check_rows` gives. Bad rows (every input column + ``_reason``) are written by
+  :func:`fourfold.batch.rows.check_rows` gives. Bad rows (every input column + ``_reason``) are written by
   Spark to ``_quarantine/`` without a Python worker; good rows go through ``mapInArrow``.
 * **The model is shipped, not broadcast**: the package directory (a copy named by its manifest's sha256)
   goes to the executors with ``SparkContext.addFile(path, recursive=True)``; each Python worker loads it
@@ -33,16 +33,12 @@ the staging directory (next to the output) on a filesystem every executor reache
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import os
 import shutil
-import sys
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -50,9 +46,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fourfold.batch.job import _BINS, check_rows
+from fourfold.batch.rows import BINS
+from fourfold.batch.spark_session import _conf, spark_session
+from fourfold.batch.spark_worker import _Model, _score_partition
 from fourfold.errors import FourfoldError
-from fourfold.model.package import MANIFEST, ModelPackage, load_package, sha256_file
+from fourfold.model.package import MANIFEST, ModelPackage, sha256_file
 from fourfold.model.predictor import Predictor
 
 if TYPE_CHECKING:
@@ -66,160 +64,6 @@ F32_OVERFLOW = 2.0**128 - 2.0**103
 _PER_CORE = 3  # partitions per core: the seed's "2-4x executor cores"
 _SPARK_TYPES = {"float64": "DoubleType", "float32": "FloatType", "int64": "LongType", "int32": "IntegerType",
                 "int16": "ShortType", "int8": "ByteType", "bool": "BooleanType"}  # fmt: skip
-_QUIET_LOG4J = """\
-rootLogger.level = error
-logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
-logger.gateway.level = error
-rootLogger.appenderRef.stderr.ref = console
-appender.console.type = Console
-appender.console.name = console
-appender.console.target = SYSTEM_ERR
-appender.console.layout.type = PatternLayout
-appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
-"""
-
-
-# -- the Python worker side ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Model:
-    """What a task needs to find the model: small and picklable - never the model itself."""
-
-    name: str  # the package directory's name among the SparkFiles (fourfold-model-<sha>)
-    version: str | None
-    runtime: str
-    id_cols: tuple[str, ...]
-    outputs: tuple[tuple[str, str, int], ...]  # (name, dtype, ndim) of each output
-
-
-#: the models this Python worker process has loaded, most recent last (Spark reuses the process task after
-#: task, job after job): keyed by the package's content sha, version and runtime
-_MODELS: OrderedDict[tuple[str, str | None, str], Predictor] = OrderedDict()
-_KEEP = 2  # models kept per worker: a long-lived session that scores many models does not grow forever
-
-
-def _worker_predictor(ref: _Model) -> Predictor:
-    key = (ref.name, ref.version, ref.runtime)
-    predictor = _MODELS.get(key)
-    if predictor is None:
-        for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before the model loads
-            os.environ[var] = "1"
-        from pyspark import SparkFiles
-
-        pkg = load_package(SparkFiles.get(ref.name)).with_version(ref.version)
-        predictor = _MODELS[key] = Predictor(pkg, runtime=ref.runtime, threads=1)  # type: ignore[arg-type]
-        while len(_MODELS) > _KEEP:
-            _MODELS.popitem(last=False)
-    _MODELS.move_to_end(key)
-    return predictor
-
-
-def _output_array(values: np.ndarray, dtype: str, ndim: int) -> pa.Array:
-    np_dtype = np.dtype(dtype)
-    if ndim == 0:
-        return pa.array(np.asarray(values, dtype=np_dtype))
-    rows, width = values.shape
-    offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * np.int32(width))
-    flat = pa.array(np.ascontiguousarray(values, dtype=np_dtype).reshape(-1))
-    return pa.ListArray.from_arrays(offsets, flat, type=pa.list_(pa.field("element", flat.type)))
-
-
-def _score_partition(ref: _Model, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """``mapInArrow``'s function: the rows Spark SQL validated -> ids + outputs + model_version."""
-    predictor = _worker_predictor(ref)
-    version = pa.scalar(ref.version or "", pa.string())
-    for batch in batches:
-        if batch.num_rows == 0:
-            continue
-        x, ok, reasons = check_rows(batch, predictor, ref.id_cols)
-        if reasons is not None:  # Spark SQL let through a row the local engine would reject: a bug
-            bad = int((~ok).sum())
-            raise FourfoldError(
-                f"{bad} row(s) passed the Spark SQL validation but not fourfold's "
-                f"(first reason: {next(r for r in reasons if r is not None)})"
-            )
-        out = predictor.predict_matrix(x)
-        arrays = [batch.column(c) for c in ref.id_cols]
-        fields = [batch.schema.field(c) for c in ref.id_cols]
-        for name, dtype, ndim in ref.outputs:
-            arrays.append(_output_array(out[name], dtype, ndim))
-            fields.append(pa.field(name, arrays[-1].type))
-        arrays.append(pa.repeat(version, batch.num_rows))
-        fields.append(pa.field("model_version", pa.string()))
-        yield pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-# -- the session ---------------------------------------------------------------------------------------------
-def _is_local(master: str) -> bool:
-    return master == "local" or master.startswith("local[")
-
-
-def spark_session(master: str = "local[*]", app_name: str = "fourfold-batch") -> tuple[Any, bool]:
-    """``(session, created)``: the active (or default) SparkSession if there is one - then ``created`` is
-    False and the caller must not stop it - else a new one on ``master``: no UI, quiet logs, the Python
-    workers on this interpreter (local masters), one model thread per Python worker."""
-    from fourfold.model.flavors.base import require
-
-    require("pyspark", "spark", "the Spark batch engine")
-    from pyspark.errors import PySparkRuntimeError
-    from pyspark.sql import SparkSession
-
-    try:  # this thread's active session, else the process's default one (made in another thread)
-        return SparkSession.active(), False
-    except PySparkRuntimeError:
-        pass
-    builder = (
-        SparkSession.builder.master(master)
-        .appName(app_name)
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.python.worker.reuse", "true")
-        .config("spark.executorEnv.OMP_NUM_THREADS", "1")
-    )
-    if _is_local(master):  # the driver and the Python workers are this machine, this interpreter
-        os.environ["SPARK_LOCAL_IP"] = "127.0.0.1"
-        os.environ["PYSPARK_PYTHON"] = sys.executable
-        os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-        log4j = _quiet_log4j()
-        builder = builder.config("spark.driver.host", "127.0.0.1").config(
-            "spark.driver.extraJavaOptions", f"-Dlog4j2.configurationFile={log4j.as_uri()}"
-        )
-    else:  # executors elsewhere: keep what the user set, else this interpreter's path
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
-    return spark, True
-
-
-def _quiet_log4j() -> Path:
-    """A log4j2 configuration that logs errors only (and no "Setting default log level" banner)."""
-    from fourfold.settings import Settings
-
-    path = Settings().home / "spark" / "log4j2.properties"
-    if not path.exists() or path.read_text() != _QUIET_LOG4J:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-        tmp.write_text(_QUIET_LOG4J)
-        os.replace(tmp, path)
-    return path
-
-
-@contextlib.contextmanager
-def _conf(spark: Any, settings: dict[str, str]) -> Iterator[None]:
-    """Runtime SQL settings for the duration of the job, restored afterwards (a shared session); the job
-    descriptions set meanwhile are cleared."""
-    old = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-    try:
-        yield
-    finally:
-        spark.sparkContext.setJobDescription(None)
-        for k, v in old.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
 
 
 # -- the driver side -----------------------------------------------------------------------------------------
@@ -336,16 +180,16 @@ def _output_schema(df: Any, pkg: ModelPackage, id_cols: Sequence[str]) -> Any:
 
 
 def _file_histogram(root: Path, column: str) -> list[int]:
-    """``np.histogram(scores, _BINS, (0, 1))`` over the ``column`` of the parquet parts under ``root``,
+    """``np.histogram(scores, BINS, (0, 1))`` over the ``column`` of the parquet parts under ``root``,
     streamed one record batch at a time (the local engine's bins)."""
     import pyarrow.parquet as pq
 
-    counts = np.zeros(_BINS, dtype=np.int64)
+    counts = np.zeros(BINS, dtype=np.int64)
     for part in sorted(root.glob("*.parquet")):
         with pq.ParquetFile(part) as f:
             for batch in f.iter_batches(columns=[column], batch_size=1 << 18):
                 values = batch.column(0).to_numpy(zero_copy_only=False)
-                counts += np.histogram(values, bins=_BINS, range=(0.0, 1.0))[0]
+                counts += np.histogram(values, bins=BINS, range=(0.0, 1.0))[0]
     return [int(c) for c in counts]
 
 
@@ -448,7 +292,7 @@ def _run(
         # the histogram from the committed files' score column on the driver: exact whatever tasks were
         # retried, and a third of the job's time cheaper than 20 aggregates observed on every row in the JVM
         has_score = any(o.name == "score" and not o.shape for o in pkg.signature.outputs)
-        hist = _file_histogram(work / "out", "score") if has_score else [0] * _BINS
+        hist = _file_histogram(work / "out", "score") if has_score else [0] * BINS
         counted = [f.rows for f in source.fragments]
         rows_in = sum(n or 0 for n in counted) if all(n is not None for n in counted) else None
         if rows_in is None or rows_out < rows_in:  # parquet footers say whether any row was rejected

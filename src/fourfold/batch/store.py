@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow.dataset as ds
 
-from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine
+from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
 from fourfold.errors import FourfoldError
 from fourfold.features.stores import InValue, open_store
 from fourfold.features.stores.base import check_namespace, now_ms, redact_url
@@ -87,6 +87,10 @@ class StoreSink:
     @property
     def staging(self) -> Path:
         return home_staging(self.job)
+
+    @property
+    def quarantine(self) -> Path:
+        return quarantine_dir(self.job, self.staging)
 
     @property
     def destination(self) -> str:
