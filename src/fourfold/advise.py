@@ -1,6 +1,8 @@
 """Which serving pattern fits (the source's decision tree) and whether a loaded model is fast enough.
 
 Data that must stay on the device overrides the rest of the tree (Embedded), so it is asked first.
+The pre-compute question comes before the time-sensitivity one on both branches (human waiting or
+not), as in the source document.
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ ONLINE_BUDGET_MS = 100.0  # the online target; used when no SLA is given
 INFERENCE_SHARE = 0.15  # model inference ~15 ms of a 100 ms online budget
 EMBEDDED_BUDGET_MS = 1.0  # embedded target
 
+PATTERNS: tuple[str, ...] = ("online", "batch", "streaming", "embedded")
+
 QUESTIONS: dict[str, str] = {
     "data_must_stay_on_device": "Does data leaving the device create unacceptable risk or cost?",
     "human_waiting": "Is a human waiting for the result?",
     "sla_ms": "What is the latency SLA, in milliseconds?",
-    "can_precompute": "Can you pre-compute the results before the request?",
+    "can_precompute": "Can you pre-compute the results before they are needed?",
     "features_time_sensitive": "Are features time-sensitive (stale within minutes)?",
 }
 
@@ -44,13 +48,20 @@ def _check_sla(sla_ms: float | None) -> None:
 
 @dataclass(frozen=True)
 class Answers:
-    """Answers to the tree's questions; ``None`` means not answered."""
+    """Answers to the tree's questions; ``None`` means not answered.
+
+    ``data_must_stay_on_device`` defaults to ``False`` (data may leave the device); pass ``None`` to
+    leave it unanswered, and :func:`advise` then raises :class:`MissingAnswerError` for it.
+
+    >>> Answers(human_waiting=True, sla_ms=80).data_must_stay_on_device
+    False
+    """
 
     human_waiting: bool
     sla_ms: float | None = None
     can_precompute: bool | None = None
     features_time_sensitive: bool | None = None
-    data_must_stay_on_device: bool = False
+    data_must_stay_on_device: bool | None = False
     has_precomputable_entity_features: bool = False
 
     def __post_init__(self) -> None:
@@ -86,38 +97,53 @@ def _require(answers: Answers, field: str) -> Any:
 
 
 _T, _O, _E = SLA_THRESHOLD_MS, ONLINE_BUDGET_MS, EMBEDDED_BUDGET_MS
+# One reason per leaf of the tree; the leaf's pattern is the text before the first "-".
 _REASONS: dict[str, str] = {  # {sla} is filled in by advise()
     "embedded": "Data leaving the device creates unacceptable risk or cost, which overrides the rest of "
     f"the tree: run the model in-process on the device (target < {_E:g} ms).",
     "online": f"A human is waiting and the SLA of {{sla:g}} ms is under {_T:g} ms: "
     f"serve online over HTTP (target < {_O:g} ms).",
     "batch-precompute": f"A human is waiting, the SLA of {{sla:g}} ms is relaxed (>= {_T:g} ms) and "
-    "results can be pre-computed: compute them in batch before the request and look them up.",
-    "online-relaxed": f"A human is waiting with a relaxed SLA of {{sla:g}} ms (>= {_T:g} ms) and results "
-    "cannot be pre-computed. The source decision tree leaves this case unstated; fourfold answers "
-    "online serving with a relaxed SLA.",
-    "streaming": "No human is waiting but features go stale within minutes: score events as they arrive.",
-    "batch-scheduled": "No human is waiting and features are not time-sensitive: run a scheduled batch job.",
+    "results can be pre-computed: compute them in batch before the request and look them up at "
+    "request time.",
+    "streaming-human": f"A human is waiting with a relaxed SLA of {{sla:g}} ms (>= {_T:g} ms), results "
+    "cannot be pre-computed and features go stale within minutes: the human waits seconds, and "
+    "streaming keeps the features fresh for the online model that reads them (Streaming + Online).",
+    "online-relaxed": f"A human is waiting with a relaxed SLA of {{sla:g}} ms (>= {_T:g} ms), results "
+    "cannot be pre-computed and features are not time-sensitive. The source decision tree leaves this "
+    "case unstated; fourfold answers online serving with a relaxed SLA.",
+    "batch-scheduled": "No human is waiting and results can be pre-computed: run a scheduled batch job "
+    "(fourfold batch --every).",
+    "streaming": "No human is waiting, results cannot be pre-computed and features go stale within "
+    "minutes: score events as they arrive.",
+    "streaming-not-sensitive": "No human is waiting but results cannot be computed ahead, so each event "
+    "is scored when it arrives: streaming. Features are not time-sensitive, so seconds of latency or a "
+    "frequent fourfold batch --every over the new events both work.",
 }
 
 
 def _walk(a: Answers) -> tuple[str, list[str]]:
+    """The leaf reached (a key of ``_REASONS``) and the path walked to it."""
     yes = {True: "yes", False: "no"}
-    path = [f"{QUESTIONS['data_must_stay_on_device']} {yes[a.data_must_stay_on_device]}"]
+    on_device = bool(_require(a, "data_must_stay_on_device"))
+    path = [f"{QUESTIONS['data_must_stay_on_device']} {yes[on_device]}"]
     path.append(f"{QUESTIONS['human_waiting']} {yes[a.human_waiting]}")
-    if a.data_must_stay_on_device:
+    if on_device:
         return "embedded", path
     if a.human_waiting:
         sla = float(_require(a, "sla_ms"))
         path.append(f"Is the latency SLA < {_T:g} ms? {yes[sla < _T]} ({sla:g} ms)")
         if sla < _T:
             return "online", path
-        precompute = bool(_require(a, "can_precompute"))
-        path.append(f"{QUESTIONS['can_precompute']} {yes[precompute]}")
-        return ("batch-precompute" if precompute else "online-relaxed"), path
+    precompute = bool(_require(a, "can_precompute"))
+    path.append(f"{QUESTIONS['can_precompute']} {yes[precompute]}")
+    if precompute:
+        return ("batch-precompute" if a.human_waiting else "batch-scheduled"), path
     sensitive = bool(_require(a, "features_time_sensitive"))
     path.append(f"{QUESTIONS['features_time_sensitive']} {yes[sensitive]}")
-    return ("streaming" if sensitive else "batch-scheduled"), path
+    if a.human_waiting:
+        return ("streaming-human" if sensitive else "online-relaxed"), path
+    return ("streaming" if sensitive else "streaming-not-sensitive"), path
 
 
 def advise(answers: Answers) -> Advice:
@@ -128,22 +154,38 @@ def advise(answers: Answers) -> Advice:
 
     >>> advise(Answers(human_waiting=True, sla_ms=80)).pattern
     'online'
-    >>> advise(Answers(human_waiting=False, features_time_sensitive=True)).pattern
+    >>> advise(Answers(human_waiting=False, can_precompute=True)).pattern
+    'batch'
+    >>> advise(Answers(human_waiting=False, can_precompute=False, features_time_sensitive=True)).pattern
     'streaming'
     """
     a = answers
     outcome, path = _walk(a)
     pattern = outcome.split("-")[0]
     warnings: list[str] = []
-    if outcome == "online" and a.sla_ms is not None and a.sla_ms < _E:
+    no_room = outcome == "online" and a.sla_ms is not None and a.sla_ms < _E
+    if no_room:
         warnings.append(f"an SLA of {a.sla_ms:g} ms leaves no room for a network hop; consider embedded")
     if outcome == "batch-precompute" and a.features_time_sensitive:
         warnings.append("time-sensitive features: pre-computed results go stale; consider Streaming + Online")
+    if outcome == "batch-scheduled" and a.features_time_sensitive:
+        warnings.append(
+            "time-sensitive features: results pre-computed on a schedule go stale; consider streaming"
+        )
+    if outcome == "embedded":
+        warnings.append(
+            "the Embedded + Online cascade would send the uncertain cases (their data) off the device, "
+            "so it does not apply"
+        )
     online = pattern == "online"
     names = [
         ("Batch + Online", online and (a.has_precomputable_entity_features or bool(a.can_precompute))),
-        ("Streaming + Online", online and bool(a.features_time_sensitive)),
-        ("Embedded + Online", pattern == "embedded" and a.human_waiting),
+        (
+            "Streaming + Online",
+            (online or outcome == "streaming-human") and bool(a.features_time_sensitive),
+        ),
+        # online is never reached with on-device data, so the cascade never takes data off the device
+        ("Embedded + Online", no_room and not a.data_must_stay_on_device),
     ]
     hybrids = tuple(Hybrid(name, HYBRIDS[name]) for name, applies in names if applies)
     reason = _REASONS[outcome].format(sla=a.sla_ms or 0.0)

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from conftest import FEATURES, build
 from fourfold import FourfoldError, LocalRegistry, save_model
+from fourfold.errors import NotFoundError
 from fourfold.batch import run_batch
 from fourfold.batch.schedule import render_partition, run_every, stop_on_signals
 
@@ -139,7 +140,7 @@ def test_a_failing_run_does_not_stop_the_schedule(caplog: pytest.LogCaptureFixtu
     with caplog.at_level(logging.ERROR, logger="fourfold.batch.schedule"):
 
         def bad(when: datetime) -> None:
-            raise FourfoldError("no such model", status=404)
+            raise NotFoundError("no such model")
 
         run_every("0 * * * *", bad, clock=clock, sleep=clock.sleep, max_runs=1)
     assert [r.getMessage() for r in caplog.records] == [

@@ -39,7 +39,7 @@ import pyarrow as pa
 from fourfold.batch.rows import BINS, Counts
 from fourfold.batch.sinks import open_sink, write_json
 from fourfold.batch.sources import SQL_SCHEMES, open_source
-from fourfold.errors import FourfoldError
+from fourfold.errors import ConflictError, FourfoldError, InputError, RequestError
 from fourfold.features.definitions import FeatureSet
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
@@ -162,7 +162,7 @@ class BatchJob:
         try:
             return FeatureSet.load(Path(self.features))
         except (OSError, DefinitionError, yaml.YAMLError, ValueError, TypeError) as exc:
-            raise FourfoldError(f"--features {self.features}: {exc}", status=400) from None
+            raise RequestError(f"--features {self.features}: {exc}") from None
 
     def model_threads(self, processes: int) -> int:
         """Model threads per process: ``threads``, else the cores shared out between the processes."""
@@ -198,10 +198,9 @@ class BatchJob:
                 if fs is not None and fs.windowed and not self.events
                 else ""
             )
-            raise FourfoldError(
+            raise InputError(
                 f"the batch input lacks column(s) {', '.join(map(repr, missing))}; "
                 f"it has: {', '.join(schema.names)}{hint}",
-                status=422,
             )
         for f in pkg.signature.inputs:
             if f.name in computed:
@@ -214,7 +213,7 @@ class BatchJob:
                 or pa.types.is_null(t)
                 or pa.types.is_decimal(t)
             ):
-                raise FourfoldError(f"input column {f.name!r} must be numeric, got {t}", status=422)
+                raise InputError(f"input column {f.name!r} must be numeric, got {t}")
 
     @staticmethod
     def _fastest_runtime(pkg: ModelPackage) -> str:
@@ -245,9 +244,8 @@ class BatchJob:
         job_file = staging / "_job.json"
         if self.resume and job_file.exists():
             if json.loads(job_file.read_text()) != identity:
-                raise FourfoldError(
+                raise ConflictError(
                     f"{staging} belongs to another job (model, input or ids differ); run without --resume",
-                    status=409,
                 )
             return {int(p.name[5:10]): json.loads(p.read_text()) for p in staging.glob("part-*.done")}
         if staging.exists():

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
-from fourfold.errors import FourfoldError, MissingExtraError
+from fourfold.errors import FourfoldError, MissingExtraError, RequestError, UnavailableError
 
 if TYPE_CHECKING:
     from fourfold.batch.job import BatchJob, BatchSummary
@@ -58,9 +58,8 @@ def quote_table(table: str) -> tuple[str | None, str, str]:
     the quoted SQL; a :class:`FourfoldError` (400) for anything but a plain or schema-qualified name."""
     parts = table.split(".")
     if len(parts) > 2 or not all(_IDENT.fullmatch(p) for p in parts):
-        raise FourfoldError(
+        raise RequestError(
             f"--table {table!r} is not a table name: use name or schema.name (letters, digits, '_', '$')",
-            status=400,
         )
     schema, name = (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
     return schema, name, ".".join(f'"{p}"' for p in parts)
@@ -77,18 +76,17 @@ class PostgresSink:
     @classmethod
     def for_job(cls, job: BatchJob) -> PostgresSink:
         if not job.table:
-            raise FourfoldError(
+            raise RequestError(
                 f"a postgresql:// output needs --table (the table to write), e.g. --table scores "
                 f"for {_redacted(job.output)}",
-                status=400,
             )
         quote_table(job.table)
         partition = partition_values(job.partition)
         for key in partition:
             if not _IDENT.fullmatch(key):
-                raise FourfoldError(f"partition key {key!r} is not a column name", status=400)
+                raise RequestError(f"partition key {key!r} is not a column name")
             if key in job.id_cols or key in ("score", "label", "model_version"):
-                raise FourfoldError(f"partition key {key!r} clashes with an output column", status=400)
+                raise RequestError(f"partition key {key!r} clashes with an output column")
         sink = cls(job, job.output, job.table)
         sink._connect().close()  # unreachable or refused: 503 now, not after scoring
         return sink
@@ -179,7 +177,7 @@ class PostgresSink:
         schema = dataset.schema
         for key in keys:
             if key in schema.names:
-                raise FourfoldError(f"partition key {key!r} clashes with an output column", status=400)
+                raise RequestError(f"partition key {key!r} clashes with an output column")
             schema = schema.append(pa.field(key, pa.string(), nullable=False))
 
         def batches() -> Iterator[pa.RecordBatch]:
@@ -198,7 +196,7 @@ class PostgresSink:
         err = db_error(
             exc, f"writing table {self.table!r} on {_redacted(self.url)} failed ({what})", self.url
         )
-        return FourfoldError(err.message, status=503)
+        return UnavailableError(err.message)
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatchReader:

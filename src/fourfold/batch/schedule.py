@@ -33,7 +33,7 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from types import FrameType
 from typing import Any
 
-from fourfold.errors import FourfoldError, MissingExtraError
+from fourfold.errors import FourfoldError, MissingExtraError, RequestError
 
 __all__ = ["render_partition", "run_every", "stop_on_signals"]
 
@@ -66,13 +66,12 @@ def render_partition(template: str | None, when: datetime) -> str | None:
     try:
         fields = list(formatter.parse(template))
     except ValueError as exc:
-        raise FourfoldError(f"bad partition template {template!r}: {exc}", status=400) from exc
+        raise RequestError(f"bad partition template {template!r}: {exc}") from exc
     for _, name, _, _ in fields:
         if name is not None and name not in _PLACEHOLDERS:
             known = ", ".join(f"{{{p}}}" for p in _PLACEHOLDERS[:-1]) + ", {when:FORMAT}"
-            raise FourfoldError(
+            raise RequestError(
                 f"unknown placeholder {{{name}}} in partition template {template!r}; known: {known}",
-                status=400,
             )
     values = {
         "date": when.date(),
@@ -84,7 +83,7 @@ def render_partition(template: str | None, when: datetime) -> str | None:
     try:
         return formatter.vformat(template, (), values)
     except (ValueError, TypeError) as exc:
-        raise FourfoldError(f"bad partition template {template!r}: {exc}", status=400) from exc
+        raise RequestError(f"bad partition template {template!r}: {exc}") from exc
 
 
 # -- the schedule ------------------------------------------------------------------------------------------
@@ -98,11 +97,11 @@ class _Cron:
             raise MissingExtraError("croniter", "schedule", "a cron schedule (--every)") from exc
         self.croniter, self.expr, self.tz = croniter, expr, tz
         if not isinstance(expr, str) or not expr.strip():
-            raise FourfoldError(f"bad cron expression {expr!r}: it is empty", status=400)
+            raise RequestError(f"bad cron expression {expr!r}: it is empty")
         try:
             self.after(datetime.now(tz))  # parses, and finds that it fires at all ("0 0 30 2 *" never does)
         except (ValueError, KeyError, TypeError) as exc:  # croniter's errors are ValueErrors
-            raise FourfoldError(f"bad cron expression {expr!r}: {exc}", status=400) from exc
+            raise RequestError(f"bad cron expression {expr!r}: {exc}") from exc
 
     # Instants are compared and subtracted in UTC: two datetimes of one ZoneInfo compare by wall time,
     # which goes wrong in the hour a zone's clocks go back. croniter works in ``tz``.
@@ -114,7 +113,7 @@ class _Cron:
             if fire > t:
                 return fire
             fire = t + timedelta(seconds=1)
-        raise FourfoldError(f"cron expression {self.expr!r}: no fire time after {t.isoformat()}", status=500)
+        raise FourfoldError(f"cron expression {self.expr!r}: no fire time after {t.isoformat()}")
 
     def at_or_before(self, t: datetime) -> datetime:
         """The last fire time at or before the instant ``t``, in UTC."""
@@ -241,7 +240,7 @@ def stop_on_signals() -> threading.Event:
     interrupted main thread may be holding (for instance inside ``stop.wait``).
     """
     if threading.current_thread() is not threading.main_thread():
-        raise FourfoldError("stop_on_signals() must be called from the main thread", status=500)
+        raise FourfoldError("stop_on_signals() must be called from the main thread")
     stop = threading.Event()
     ours = {int(signal.SIGTERM), int(signal.SIGINT)}
     received: list[int] = []

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import RequestError
 
 if TYPE_CHECKING:
     from fourfold.batch.job import BatchJob, BatchSummary
@@ -75,7 +75,7 @@ def partition_values(partition: str | None) -> dict[str, str]:
     for item in partition.split(","):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise FourfoldError(f"--partition wants key=value[,key=value], got {partition!r}", status=400)
+            raise RequestError(f"--partition wants key=value[,key=value], got {partition!r}")
         out[key.strip()] = value.strip()
     return out
 
@@ -91,8 +91,8 @@ class ParquetSink:
             try:
                 return cls(Path(job.output.format(**parts)))
             except KeyError as exc:
-                raise FourfoldError(
-                    f"output template needs --partition {exc.args[0]}=...", status=400
+                raise RequestError(
+                    f"output template needs --partition {exc.args[0]}=...",
                 ) from None
         dest = Path(job.output)
         for key, value in parts.items():
@@ -177,8 +177,7 @@ def open_sink(job: BatchJob) -> Sink:
 
         return StoreSink.for_job(job)
     if "://" in out and not out.startswith("file://"):
-        raise FourfoldError(
+        raise RequestError(
             f"unsupported batch output {out!r}: use a directory, postgresql://, redis:// or sqlite:///",
-            status=400,
         )
     return ParquetSink.for_job(job)

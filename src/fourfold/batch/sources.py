@@ -24,7 +24,7 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import FourfoldError, InputError, NotFoundError, RequestError
 
 __all__ = ["SQL_SCHEMES", "Fragment", "Source", "open_source"]
 
@@ -72,15 +72,15 @@ def open_source(
     ``postgresql://`` / ``duckdb://`` URL, ``query``'s result spooled into ``spool`` (``rows`` a file)."""
     if spec.startswith(SQL_SCHEMES):
         if not query:
-            raise FourfoldError(f"a SQL input ({spec.split('://')[0]}) needs --query", status=400)
+            raise RequestError(f"a SQL input ({spec.split('://')[0]}) needs --query")
         if spool is None:
-            raise FourfoldError("a SQL input needs a spool directory", status=500)
+            raise FourfoldError("a SQL input needs a spool directory")
         from fourfold.batch.sql import spool_query
 
         spooled = spool_query(spec, query, spool, rows_per_file=rows)
         return _files_source(spec, [str(f) for f in spooled], None)
     if query:
-        raise FourfoldError("--query is only for postgresql:// and duckdb:// inputs", status=400)
+        raise RequestError("--query is only for postgresql:// and duckdb:// inputs")
     if "://" in spec and not spec.startswith("file://"):
         try:
             fs, root = pafs.FileSystem.from_uri(spec)
@@ -91,7 +91,7 @@ def open_source(
                 fsspec_fs, root = url_to_fs(spec)
                 fs = pafs.PyFileSystem(pafs.FSSpecHandler(fsspec_fs))
             except (ImportError, ValueError) as exc2:
-                raise FourfoldError(f"cannot open batch input {spec!r}: {exc}; {exc2}", status=400) from None
+                raise RequestError(f"cannot open batch input {spec!r}: {exc}; {exc2}") from None
         return _files_source(spec, _remote_files(fs, root, spec), fs)
     path = Path(spec.removeprefix("file://"))
     if any(ch in spec for ch in "*?["):
@@ -101,7 +101,7 @@ def open_source(
     elif path.is_file():
         files = [str(path)]
     else:
-        raise FourfoldError(f"batch input {spec!r} does not exist", status=404)
+        raise NotFoundError(f"batch input {spec!r} does not exist")
     return _files_source(spec, files, None)
 
 
@@ -114,7 +114,7 @@ def _remote_files(fs: pafs.FileSystem, root: str, spec: str) -> list[str]:
     if info.type == pafs.FileType.File:
         return [root]
     if info.type == pafs.FileType.NotFound:
-        raise FourfoldError(f"batch input {spec!r} does not exist", status=404)
+        raise NotFoundError(f"batch input {spec!r} does not exist")
     found = fs.get_file_info(pafs.FileSelector(root, recursive=True))
     return sorted(
         f.path for f in found
@@ -124,7 +124,7 @@ def _remote_files(fs: pafs.FileSystem, root: str, spec: str) -> list[str]:
 
 def _files_source(spec: str, files: list[str], fs: Any) -> Source:
     if not files:
-        raise FourfoldError(f"batch input {spec!r} matches no files", status=404)
+        raise NotFoundError(f"batch input {spec!r} matches no files")
     fmt = "csv" if all(f.endswith(".csv") for f in files) else "parquet"
     try:
         schema = ds.dataset(files, format=fmt, filesystem=fs).schema
@@ -132,6 +132,6 @@ def _files_source(spec: str, files: list[str], fs: Any) -> Source:
         if fmt == "parquet":
             counts = [pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files]
     except (pa.ArrowInvalid, OSError) as exc:
-        raise FourfoldError(f"cannot read batch input {spec!r} as {fmt}: {exc}", status=422) from None
+        raise InputError(f"cannot read batch input {spec!r} as {fmt}: {exc}") from None
     frags = tuple(Fragment(i, f, fmt, n, fs) for i, (f, n) in enumerate(zip(files, counts, strict=True)))
     return Source(spec, frags, schema)

@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 from fourfold.batch.rows import BINS
 from fourfold.batch.spark_session import _conf, spark_session
 from fourfold.batch.spark_worker import _Model, _score_partition
-from fourfold.errors import FourfoldError
+from fourfold.errors import ConflictError, FourfoldError, InputError
 from fourfold.model.package import MANIFEST, ModelPackage, sha256_file
 from fourfold.model.predictor import Predictor
 
@@ -215,10 +215,9 @@ def _move_parts(src: Path, dest: Path) -> int:
 def _clear_staging(staging: Path, job: BatchJob) -> None:
     """Drop an earlier Spark attempt's files (a resumed Spark job re-runs the whole stage)."""
     if job.resume and any(staging.glob("part-*.done")):
-        raise FourfoldError(
+        raise ConflictError(
             f"{staging} holds fragments a local-engine run finished; the Spark engine re-runs the whole "
             "job: run it without --resume",
-            status=409,
         )
     shutil.rmtree(staging / "_spark", ignore_errors=True)
     for old in [*staging.glob("part-spark-*.parquet"), *staging.glob("_quarantine/part-spark-*.parquet")]:
@@ -237,9 +236,8 @@ def score_on_spark(
     """Score ``source`` on Spark into ``staging`` (``part-spark-*.parquet`` + ``_quarantine/``); return the
     job's counts (one entry: ``rows_in``, ``rows_out``, ``rejected``, ``hist``)."""
     if job.transform(pkg) is not None:
-        raise FourfoldError(
+        raise InputError(
             "the Spark engine does not compute windowed features from --events; use --engine local",
-            status=422,
         )
     # the driver loads the model once: a broken package fails here, and the input dtype decides validation
     input_dtype = Predictor(pkg, runtime=runtime).input_dtype  # type: ignore[arg-type]

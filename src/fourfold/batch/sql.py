@@ -40,7 +40,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fourfold.batch.sinks import write_json
-from fourfold.errors import FourfoldError, MissingExtraError
+from fourfold.errors import FourfoldError, MissingExtraError, RequestError
 from fourfold.features.stores.base import redact_url
 
 __all__ = ["COMPLETE", "SQLError", "spool_query"]
@@ -53,9 +53,15 @@ _SQLSTATE = re.compile(r"SQLSTATE: ([0-9A-Z]{5})")
 
 
 class SQLError(FourfoldError):
-    """A SQL input could not be read (the message names the database and quotes its error)."""
+    """A SQL input could not be read (the message names the database and quotes its error). Its status
+    follows the database's error: 503 for a transient one (connection, resources), 422 for a query the
+    database refuses, 400 for a URL it cannot take."""
 
     status = 503
+
+    def __init__(self, message: str, *, status: int = 503) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def spool_query(url: str, query: str, spool: Path, *, rows_per_file: int) -> list[Path]:
@@ -64,7 +70,7 @@ def spool_query(url: str, query: str, spool: Path, *, rows_per_file: int) -> lis
 
     If ``spool/_COMPLETE`` exists (a resumed job), returns its files without running the query."""
     if rows_per_file < 1:
-        raise FourfoldError(f"rows_per_file must be at least 1, got {rows_per_file}", status=400)
+        raise RequestError(f"rows_per_file must be at least 1, got {rows_per_file}")
     marker = spool / COMPLETE
     if marker.exists():
         files = [spool / name for name in json.loads(marker.read_text())["files"]]

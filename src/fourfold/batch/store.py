@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import pyarrow.dataset as ds
 
 from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
-from fourfold.errors import FourfoldError
+from fourfold.errors import RequestError
 from fourfold.features.stores import InValue, open_store
 from fourfold.features.stores.base import check_namespace, now_ms, redact_url
 
@@ -53,9 +53,8 @@ def event_time_ms(partition: str | None) -> int | None:
     try:
         day = dt.date.fromisoformat(date)
     except ValueError:
-        raise FourfoldError(
+        raise RequestError(
             f"partition date={date!r} is not a date (YYYY-MM-DD): the store sink uses it as the event time",
-            status=400,
         ) from None
     return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
 
@@ -72,10 +71,9 @@ class StoreSink:
     @classmethod
     def for_job(cls, job: BatchJob) -> StoreSink:
         if not job.id_cols:
-            raise FourfoldError(
+            raise RequestError(
                 f"a feature store output ({redact_url(job.output)}) needs --id-cols: the first id column "
                 "is the entity key the scores are stored under",
-                status=400,
             )
         namespace = job.table or f"{_model_name(job.model)}__entities"
         check_namespace(namespace)

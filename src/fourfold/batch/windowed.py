@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from fourfold.batch.sources import open_source
-from fourfold.errors import FourfoldError
+from fourfold.errors import FourfoldError, InputError, RequestError
 from fourfold.features.definitions import FeatureSet
 from fourfold.features.events import _millis, single_source
 from fourfold.features.offline import PointInTime
@@ -39,8 +39,8 @@ def parse_as_of(text: str) -> int:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise FourfoldError(
-            f"--as-of wants ISO 8601 or epoch milliseconds, got {text!r}", status=400
+        raise RequestError(
+            f"--as-of wants ISO 8601 or epoch milliseconds, got {text!r}",
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -71,7 +71,7 @@ class WindowedTransform:
         try:
             pit = PointInTime(log, fs)
         except FourfoldError as exc:
-            raise FourfoldError(f"event log {job.events!r}: {exc.message}", status=422) from None
+            raise InputError(f"event log {job.events!r}: {exc.message}") from None
         as_of = parse_as_of(job.as_of) if job.as_of else None
         return cls(pit, key, None if as_of is not None else (job.timestamp or ts), as_of,
                    tuple(f.name for f in fs.windowed))  # fmt: skip

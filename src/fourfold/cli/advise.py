@@ -1,7 +1,8 @@
 """``fourfold advise``: which serving pattern fits, asked as the source's decision tree.
 
-Answers not given as flags are asked interactively; when stdin is not a terminal the command exits
-with code 2 and names the flag to pass instead.
+The on-device question is asked first. Answers not given as flags are asked interactively; when
+stdin is not a terminal the command exits with code 2 and names the flag to pass instead, except for
+``--on-device``, which then defaults to no so that existing scripts keep working.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fourfold.advise import (
 )
 
 FLAGS: dict[str, str] = {
+    "data_must_stay_on_device": "--on-device/--no-on-device",
     "human_waiting": "--human-waiting/--no-human-waiting",
     "sla_ms": "--sla-ms",
     "can_precompute": "--can-precompute/--no-can-precompute",
@@ -108,9 +110,12 @@ def advise_command(
         typer.Option("--time-sensitive/--no-time-sensitive", help=QUESTIONS["features_time_sensitive"]),
     ] = None,
     on_device: Annotated[
-        bool,
-        typer.Option("--on-device/--no-on-device", help="Data must stay on the device (risk or cost)."),
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--on-device/--no-on-device",
+            help=f"{QUESTIONS['data_must_stay_on_device']} Asked on a terminal; no when stdin is not one.",
+        ),
+    ] = None,
     entity_features: Annotated[
         bool,
         typer.Option(
@@ -124,6 +129,9 @@ def advise_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print the advice as JSON.")] = False,
 ) -> None:
     """Recommend a serving pattern (online, batch, streaming, embedded) and the hybrids that apply."""
+    if on_device is None:
+        # scripts written before the question was asked got "no"; they still do
+        on_device = _ask_yes_no("data_must_stay_on_device") if _interactive() else False
     try:
         answers = Answers(
             human_waiting=_ask_yes_no("human_waiting") if human_waiting is None else human_waiting,

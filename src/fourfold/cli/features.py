@@ -17,7 +17,7 @@ from typing import Annotated
 import pyarrow as pa
 import typer
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import NotFoundError, RequestError
 from fourfold.features.definitions import FeatureSet
 
 FeaturesOpt = Annotated[
@@ -40,7 +40,7 @@ def load_feature_set(ref: str) -> FeatureSet:
 
     fs = resolve(ref).features()
     if fs is None:
-        raise FourfoldError(f"the model package {ref} holds no feature set (features.yaml)", status=404)
+        raise NotFoundError(f"the model package {ref} holds no feature set (features.yaml)")
     return fs
 
 
@@ -141,8 +141,8 @@ def _parse_time(text: str | None) -> int | None:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise FourfoldError(
-            f"--at {text!r}: use ISO 8601 (2025-04-15T10:00:00Z) or ms since the epoch", status=400
+        raise RequestError(
+            f"--at {text!r}: use ISO 8601 (2025-04-15T10:00:00Z) or ms since the epoch",
         ) from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)

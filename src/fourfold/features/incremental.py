@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fourfold.errors import InputError
+from fourfold.errors import InputError, NotFoundError
 from fourfold.features.definitions import (
     DefinitionError,
     EventSource,
@@ -333,7 +333,7 @@ class IncrementalEngine:
         """One key's state as a blob for :meth:`load_key`."""
         st = self._states.get(key)
         if st is None:
-            raise StateError(f"there is no state for key {key!r:.80}", status=404)
+            raise NotFoundError(f"there is no state for key {key!r:.80}")
         return encode(self.layout, [(key, st)], kind="key", next_seq=self._seq + 1)
 
     def load_key(self, key: Key, blob: bytes) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import ConflictError, FourfoldError
 from fourfold.model.inputs import row_to_matrix, to_matrix
 from fourfold.model.outputs import finish, finish_one
 from fourfold.model.package import ModelPackage
@@ -115,8 +115,8 @@ def _pick_runtime(
         raise ValueError(f"runtime must be 'auto', 'native' or 'onnx', got {wanted!r}")
     if wanted == "onnx" or (wanted == "auto" and onnx_info and onnx_info.get("verified")):
         if not onnx_info:
-            raise FourfoldError(
-                f"{package.label} has no ONNX runtime; run `fourfold compile` on it first", status=409
+            raise ConflictError(
+                f"{package.label} has no ONNX runtime; run `fourfold compile` on it first",
             )
         from fourfold.model.runtimes import OnnxRuntime
 

@@ -27,7 +27,16 @@ import numpy as np
 import orjson
 
 from fourfold import __version__
-from fourfold.errors import FourfoldError, InputError
+from fourfold.errors import (
+    FourfoldError,
+    InputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    RequestError,
+    UnauthorizedError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
 from fourfold.features.stores import StoreError, open_async_store
 from fourfold.online.asgi import Request, Response, Router
 from fourfold.online.cache import PredictionCache, SharedCache
@@ -60,7 +69,7 @@ class Context:
 
     def model(self) -> Served:
         if self.served is None:
-            raise FourfoldError("the model is not loaded yet", status=503)
+            raise UnavailableError("the model is not loaded yet")
         return self.served
 
 
@@ -152,7 +161,7 @@ class Server:
                 if not probe and self.token is not None:
                     given = request.headers.get("authorization", "")
                     if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                        raise FourfoldError("missing or wrong bearer token", status=401)
+                        raise UnauthorizedError("missing or wrong bearer token")
                 deadline = self._deadline(request)
                 async with asyncio.timeout(deadline):
                     response = await handler(request, Context(self, rid))
@@ -181,11 +190,11 @@ class Server:
         try:
             ms = float(raw)
         except ValueError:
-            raise FourfoldError(
-                f"header X-Deadline-Ms must be a number of milliseconds, got {raw!r}", status=400
+            raise RequestError(
+                f"header X-Deadline-Ms must be a number of milliseconds, got {raw!r}",
             ) from None
         if not 0 < ms <= 60_000:
-            raise FourfoldError("header X-Deadline-Ms must be in (0, 60000]", status=400)
+            raise RequestError("header X-Deadline-Ms must be in (0, 60000]")
         return ms / 1000
 
     def _finish(
@@ -207,17 +216,17 @@ class Server:
 async def _body(request: Request, limit: int) -> Any:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise FourfoldError(f"request body of {length} bytes is over the {limit}-byte limit", status=413)
+        raise PayloadTooLargeError(f"request body of {length} bytes is over the {limit}-byte limit")
     ctype = request.headers.get("content-type", "")
     if ctype and not ctype.startswith("application/json"):
-        raise FourfoldError(f"content type must be application/json, got {ctype!r}", status=415)
+        raise UnsupportedMediaTypeError(f"content type must be application/json, got {ctype!r}")
     raw = await request.body()
     if len(raw) > limit:
-        raise FourfoldError(f"request body is over the {limit}-byte limit", status=413)
+        raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise FourfoldError(f"malformed JSON: {exc}", status=400) from None
+        raise RequestError(f"malformed JSON: {exc}") from None
 
 
 # -- /predict: the seed's endpoint ------------------------------------------------------------------------
@@ -231,10 +240,9 @@ async def _features_for(ctx: Context, served: Served, keys: list[str], now: int)
     except (TimeoutError, StoreError) as exc:
         reason = "timeout" if isinstance(exc, TimeoutError) else "store_error"
         if served.features is not None and not served.features.defaults_acceptable:
-            raise FourfoldError(
+            raise UnavailableError(
                 f"the feature store is unavailable ({reason}) and this model's features "
                 "have no acceptable defaults",
-                status=503,
             ) from None
         server.metrics.degraded.labels(reason).inc()
         ctx.degraded = True
@@ -319,8 +327,8 @@ async def predict_batch(request: Request, ctx: Context) -> Response:
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InputError('the request body must be {"rows": [{...}, ...]} (or a JSON list of row objects)')
     if len(rows) > ctx.server.settings.max_batch_rows:
-        raise FourfoldError(
-            f"{len(rows)} rows is over the {ctx.server.settings.max_batch_rows}-row limit", status=413
+        raise PayloadTooLargeError(
+            f"{len(rows)} rows is over the {ctx.server.settings.max_batch_rows}-row limit",
         )
     served = ctx.model()
     p = served.predictor
@@ -350,11 +358,10 @@ def _model_for(ctx: Context, request: Request) -> Served:
     name = request.path_params.get("model")
     version = request.path_params.get("version")
     if name != served.name:
-        raise FourfoldError(f"no model named {name!r} is served here (serving {served.name!r})", status=404)
+        raise NotFoundError(f"no model named {name!r} is served here (serving {served.name!r})")
     if version is not None and version != served.version:
-        raise FourfoldError(
+        raise NotFoundError(
             f"model {name!r} version {version!r} is not served here (serving version {served.version})",
-            status=404,
         )
     return served
 
@@ -365,8 +372,8 @@ async def infer(request: Request, ctx: Context) -> Response:
     p = served.predictor
     req = decode_infer(body, p.signature)
     if req.rows > ctx.server.settings.max_batch_rows:
-        raise FourfoldError(
-            f"{req.rows} rows is over the {ctx.server.settings.max_batch_rows}-row limit", status=413
+        raise PayloadTooLargeError(
+            f"{req.rows} rows is over the {ctx.server.settings.max_batch_rows}-row limit",
         )
     try:
         x = p.matrix(req.batch)

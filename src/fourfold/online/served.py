@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import yaml
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import RequestError
 from fourfold.features.definitions import FeatureSet
 from fourfold.features.online import OnlineFeatures
 from fourfold.model.package import ModelPackage
@@ -83,13 +83,12 @@ class ModelHolder:
         try:
             fs = FeatureSet.load(path)
         except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
-            raise FourfoldError(f"features file {path}: {exc}", status=400) from None
+            raise RequestError(f"features file {path}: {exc}") from None
         missing = [n for n in pkg.signature.feature_names if n not in fs.names]
         if missing:
-            raise FourfoldError(
+            raise RequestError(
                 f"features file {path} does not define {', '.join(map(repr, missing))}, which "
                 f"{pkg.label} takes",
-                status=400,
             )
         return fs
 
