@@ -10,8 +10,9 @@ everywhere.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+import os
 
+from fourfold._version import __version__
 from fourfold.errors import (
     ConversionError,
     FeatureTypeError,
@@ -42,7 +43,8 @@ from fourfold.model import (
     load_package,
     save_model,
 )
-from fourfold.model.compile import compile_model
+from fourfold.model.compile import compile_package
+from fourfold.model.parity import ParityReport
 from fourfold.model.predictor import RuntimeName
 from fourfold.registry import LocalRegistry, ModelVersion, parse_uri, resolve
 from fourfold.registry.resolve import RegistryName
@@ -97,3 +99,20 @@ def load_predictor(
     return Predictor(
         resolve(uri, registry=registry), runtime=runtime, strict=strict, trusted=trusted, threads=threads
     )
+
+
+def compile_model(
+    model: str | os.PathLike[str] | ModelPackage,
+    *,
+    force: bool = False,
+    trusted: bool = False,
+    probes: int = 3000,
+    seed: int = 0,
+) -> ParityReport:
+    """Convert a package's model to ONNX, prove parity, and record the runtime every pattern serves it
+    with: ``model`` is a directory, a ``models:/NAME/VERSION|ALIAS`` URI or a loaded package.
+
+        >>> # report = fourfold.compile_model("models:/fraud/3"); report.passed
+    """
+    pkg = model if isinstance(model, ModelPackage) else resolve(os.fspath(model))
+    return compile_package(pkg, force=force, trusted=trusted, probes=probes, seed=seed)

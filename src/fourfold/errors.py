@@ -23,6 +23,7 @@ number (``raise ConflictError(...)``, not ``ConflictError(...)``).
     │   ├── ShapeError                     a 2-D array with the wrong number of columns
     │   ├── MissingFieldError              a field the caller must send is absent (features.assemble)
     │   ├── UnknownFieldError              a field that is neither the entity key nor a request field
+    │   ├── RowsRejectedError              rows of one request the model cannot score, each with its reason
     │   └── ComputedFieldError             a field fourfold computes itself, sent by the caller
     ├── DefinitionError (422)            an invalid feature definition (features.definitions)
     ├── StateError (422)                 incremental state that cannot be used (features.state)
@@ -79,6 +80,7 @@ __all__ = [
     "PayloadTooLargeError",
     "RegistryError",
     "RequestError",
+    "RowsRejectedError",
     "ShapeError",
     "TamperedPackageError",
     "UnauthorizedError",
@@ -197,6 +199,14 @@ class FeatureTypeError(InputError):
         super().__init__(f"feature {feature!r} must be {expected}, got {got}")
         self.feature = feature
 
+    @classmethod
+    def because(cls, feature: str, message: str) -> FeatureTypeError:
+        """The error with a message of its own (a value out of the range the model takes)."""
+        err = cls.__new__(cls)
+        InputError.__init__(err, message)
+        err.feature = feature
+        return err
+
 
 class NullFeatureError(InputError):
     def __init__(self, feature: str, rows: list[int]) -> None:
@@ -228,6 +238,14 @@ class UnknownFieldError(InputError):
             f"it takes only: {', '.join(expected)}"
         )
         self.fields = fields
+
+
+class RowsRejectedError(InputError):
+    """Rows of one request that the model cannot score: ``rejected`` holds ``{"row", "reason"}`` of each."""
+
+    def __init__(self, message: str, rejected: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
 
 
 class ComputedFieldError(InputError):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.model.compile import compile_model
+from fourfold import compile_model
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,5 @@
-"""``fourfold demo``: generate the card-transaction log, train, package, compile, register, measure."""
+"""``fourfold demo``: generate the card-transaction log, train, package, compile, register, measure, and
+write the users' window state to the online store."""
 
 from __future__ import annotations
 
@@ -22,5 +23,7 @@ def register(app: typer.Typer) -> None:
         """Run the fraud demo end to end and print a short report."""
         from fourfold.demo.run import run_demo
 
-        typer.echo(f"generating {events:,} card transactions, training, compiling ...", err=True)
+        typer.echo(
+            f"generating {events:,} card transactions, training, compiling, materializing ...", err=True
+        )
         typer.echo(run_demo(events=events, seed=seed, out_dir=out).render())

@@ -1,4 +1,4 @@
-"""Train the demo fraud model: engine features, a day-based split, XGBoost, AUC on the last day."""
+"""Train the demo fraud model: engine features, the last 24 hours held out, XGBoost, AUC on them."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from xgboost import XGBClassifier
 
 from fourfold.demo.features import FEATURES, feature_matrix, featurize
 
-__all__ = ["TrainResult", "split_by_day", "train_fraud_model"]
+__all__ = ["TrainResult", "split_last_24h", "train_fraud_model"]
 
 _DAY_MS = 86_400_000
 _SAMPLE_ROWS = 256
@@ -34,30 +34,36 @@ class TrainResult:
     sample: pa.Table
 
 
-def split_by_day(table: pa.Table) -> tuple[pa.Table, pa.Table]:
-    """Split ``table`` into (everything before the last UTC calendar day, the last UTC calendar day).
+def split_last_24h(table: pa.Table) -> tuple[pa.Table, pa.Table]:
+    """Split ``table`` into (events before the log's last 24 hours, events in its last 24 hours).
 
+    The last 24 hours end at the newest event, not at a calendar day's end, so the held-out part is a
+    full day whatever the time of day the log ends at (the demo's log ends at the time it runs).
+
+    >>> from datetime import UTC, datetime
     >>> from fourfold.demo.data import generate_transactions
-    >>> train, holdout = split_by_day(generate_transactions(7_000, days=7))
-    >>> train.num_rows + holdout.num_rows
-    7000
+    >>> log = generate_transactions(7_000, days=3, start=datetime(2025, 1, 1, 0, 5, tzinfo=UTC))
+    >>> train, holdout = split_last_24h(log)
+    >>> [round((t["event_time"][-1].as_py() - t["event_time"][0].as_py()).total_seconds() / 3600)
+    ...  for t in (train, holdout)]
+    [48, 24]
     """
     if table.num_rows == 0:
         raise ValueError("cannot split an empty table")
     column = table.column("event_time")
     ms = column.cast(pa.timestamp("ms", tz=column.type.tz), safe=False).cast(pa.int64()).to_numpy()
-    day = np.asarray(ms, dtype=np.int64) // _DAY_MS
-    is_holdout = pa.array(day == day.max())
+    ms = np.asarray(ms, dtype=np.int64)
+    is_holdout = pa.array(ms > ms.max() - _DAY_MS)
     return table.filter(pc.invert(is_holdout)), table.filter(is_holdout)
 
 
 def train_fraud_model(
     table: pa.Table, *, seed: int = 0, n_estimators: int = 200, max_depth: int = 6
 ) -> TrainResult:
-    """Fit an XGBoost fraud classifier on all days but the last and score it on the last day.
+    """Fit an XGBoost fraud classifier on the log but its last 24 hours and score it on those 24 hours.
 
     ``table`` is a transaction log (see ``fourfold.demo.data``); features are computed by the offline
-    engine on the whole log first, so held-out events see their users' earlier days, as they would live.
+    engine on the whole log first, so held-out events see their users' earlier events, as they would live.
     The model is fitted on a plain float64 matrix, so its booster carries no feature names.
 
     >>> from fourfold.demo.data import generate_transactions
@@ -67,13 +73,15 @@ def train_fraud_model(
     """
     if not set(FEATURES) <= set(table.column_names):
         table = featurize(table)
-    train, holdout = split_by_day(table)
+    train, holdout = split_last_24h(table)
     if train.num_rows == 0:
-        raise ValueError("need at least two calendar days: the last one is held out")
+        raise ValueError("need events before the last 24 hours: the last 24 hours are held out")
     y_train = np.asarray(train.column("is_fraud").to_numpy(), dtype=np.int64)
     y_holdout = np.asarray(holdout.column("is_fraud").to_numpy(), dtype=np.int64)
     if len(np.unique(y_train)) < 2 or len(np.unique(y_holdout)) < 2:
-        raise ValueError("both the training days and the held-out day need fraud and non-fraud events")
+        raise ValueError(
+            "both the training events and the held-out last 24 hours need fraud and non-fraud events"
+        )
 
     model = XGBClassifier(
         n_estimators=n_estimators,

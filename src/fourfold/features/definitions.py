@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import FourfoldError, UnavailableError
 
 __all__ = [
     "AGGREGATIONS",
@@ -49,12 +49,16 @@ __all__ = [
     "RequestFeature",
     "Window",
     "WindowedFeature",
+    "entity_namespace",
 ]
 
 AGGREGATIONS: tuple[str, ...] = ("count", "sum", "mean", "min", "max", "count_distinct", "last")
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION = re.compile(r"(\d+)(ms|s|m|h|d)")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
+#: what the online side does for an entity the store knows nothing of: score it on its empty history and
+#: the entity features' defaults (and say so: ``"entity_found": false``), or refuse it (404)
+UNKNOWN_ENTITY: tuple[str, ...] = ("defaults", "reject")
 
 
 class DefinitionError(FourfoldError):
@@ -89,6 +93,11 @@ class Window:
             if self.ms and self.ms % _UNITS[unit] == 0:
                 return f"{self.ms // _UNITS[unit]}{unit}"
         return f"{self.ms}ms"
+
+
+def entity_namespace(name: str) -> str:
+    """The store namespace of feature set (or model) ``name``'s entity features."""
+    return f"{name}__entities"
 
 
 def _check_name(kind: str, name: str) -> None:
@@ -205,9 +214,14 @@ class FeatureSet:
     features: tuple[Feature, ...]
     allowed_lateness: Window = field(default_factory=lambda: Window(0))
     defaults_acceptable: bool = True
+    unknown_entity: str = "defaults"  # or "reject": an entity the store knows nothing of is a 404
 
     def __post_init__(self) -> None:
         _check_name("feature set", self.name)
+        if self.unknown_entity not in UNKNOWN_ENTITY:
+            raise DefinitionError(
+                f"unknown_entity must be one of {', '.join(UNKNOWN_ENTITY)}, got {self.unknown_entity!r}"
+            )
         entities = {e.name for e in self.entities}
         sources = {s.name: s for s in self.sources}
         for s in self.sources:
@@ -257,6 +271,24 @@ class FeatureSet:
             for f in self.features
         }
 
+    @property
+    def entity_namespace(self) -> str:
+        """The online store namespace of the entity features (``<name>__entities``): where batch jobs
+        write them (``fourfold batch ... -o redis://``) and the online side reads them."""
+        return entity_namespace(self.name)
+
+    def fallback(self, names: Sequence[str], reason: str) -> dict[str, float]:
+        """The values of ``names`` when the store cannot be read (``reason``: why): the :attr:`defaults`,
+        or :class:`~fourfold.errors.UnavailableError` (503) when the set declares defaults unacceptable
+        (``defaults_acceptable: false``) - one rule for every pattern that reads the store."""
+        if not self.defaults_acceptable:
+            raise UnavailableError(
+                f"the feature store is unavailable ({reason}) and the features of {self.name!r} have no "
+                "acceptable defaults"
+            )
+        defaults = self.defaults
+        return {n: defaults[n] for n in names}
+
     def source(self, name: str) -> EventSource:
         return next(s for s in self.sources if s.name == name)
 
@@ -278,7 +310,7 @@ class FeatureSet:
             )
         return FeatureSet(
             self.name, self.entities, self.sources, tuple(by_name[n] for n in names),
-            self.allowed_lateness, self.defaults_acceptable,
+            self.allowed_lateness, self.defaults_acceptable, self.unknown_entity,
         )  # fmt: skip
 
     # -- (de)serialization ---------------------------------------------------------------------------
@@ -305,6 +337,7 @@ class FeatureSet:
             "sources": [{"name": s.name, "entity": s.entity, "timestamp": s.timestamp} for s in self.sources],
             "allowed_lateness": str(self.allowed_lateness) if self.allowed_lateness.ms else "0ms",
             "defaults_acceptable": self.defaults_acceptable,
+            **({"unknown_entity": self.unknown_entity} if self.unknown_entity != "defaults" else {}),
             "features": feats,
         }
 
@@ -344,6 +377,7 @@ class FeatureSet:
                 features=tuple(features),
                 allowed_lateness=Window.parse(data.get("allowed_lateness", 0)),
                 defaults_acceptable=bool(data.get("defaults_acceptable", True)),
+                unknown_entity=str(data.get("unknown_entity", "defaults")),
             )
         except KeyError as exc:
             raise DefinitionError(f"feature definition is missing the field {exc.args[0]!r}") from None

@@ -60,7 +60,7 @@ class OnlineFeatures:
         self.fs = feature_set
         self._store = store
         self.namespace = feature_set.name
-        self.entity_namespace = f"{feature_set.name}__entities"
+        self.entity_namespace = feature_set.entity_namespace
         self.key_column, self.ts_column = single_source(feature_set)
         self._engine = IncrementalEngine(feature_set)
         self._layout = Layout.of(feature_set)

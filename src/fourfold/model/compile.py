@@ -1,7 +1,7 @@
 """``fourfold compile``: convert a package's model to ONNX, check it, prove parity, store it.
 
-    >>> # report = compile_model("models:/fraud/3")      # refuses when parity fails
-    >>> # report = compile_model("./pkg", force=True)    # stores it unverified: auto keeps native
+    >>> # report = compile_package("./pkg")              # refuses when parity fails
+    >>> # report = compile_package("./pkg", force=True)  # stores it unverified: auto keeps native
 
 Steps: the flavor's converter (skl2onnx with zipmap off, onnxmltools for XGBoost / LightGBM,
 ``torch.onnx.export`` for PyTorch) -> ``onnx.checker.check_model(full_check=True)`` -> an ONNX Runtime
@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 
 from fourfold.errors import ConversionError, FourfoldError, ParityError
+from fourfold.model.check import RowCheck
 from fourfold.model.flavors import get_flavor
 from fourfold.model.flavors.base import require
-from fourfold.model.inputs import to_matrix
 from fourfold.model.package import ModelPackage, load_package, sha256_file, write_manifest
 from fourfold.model.parity import ParityReport, boundary_probes, compare, split_probes, tree_splits
 from fourfold.model.runtimes import OnnxRuntime
 
-__all__ = ["compile_model"]
+__all__ = ["choose_runtime", "compile_package"]
 
 ONNX_FILE = "onnx/model.onnx"
 
 
-def compile_model(
+def compile_package(
     model: str | os.PathLike[str] | ModelPackage,
     *,
     force: bool = False,
@@ -38,13 +38,10 @@ def compile_model(
     probes: int = 3000,
     seed: int = 0,
 ) -> ParityReport:
-    """Add a verified ONNX runtime to a package (a path, a ``models:/`` URI, or a loaded package)."""
-    if isinstance(model, ModelPackage):
-        pkg = load_package(model.path)
-    else:
-        from fourfold.registry.resolve import resolve
-
-        pkg = resolve(os.fspath(model))
+    """Add a verified ONNX runtime to a package (a directory or a loaded package) and record the runtime
+    every pattern serves it with (:func:`choose_runtime`). ``fourfold.compile_model`` also takes a
+    ``models:/`` URI."""
+    pkg = load_package(model.path if isinstance(model, ModelPackage) else model)
     onnx = require("onnx", "onnx", "compiling to ONNX")
     ort = require("onnxruntime", "onnx", "compiling to ONNX")
     flavor = get_flavor(pkg.flavor)
@@ -60,7 +57,8 @@ def compile_model(
         raise ConversionError(f"converting {pkg.label} ({pkg.flavor}) to ONNX failed: {exc}") from exc
 
     native = pkg.load_native(trusted=trusted)
-    report = _parity(pkg, native.predict_raw, runtime.predict_raw, proto, probes=probes, seed=seed)
+    base = _base_rows(pkg, seed)
+    report = _parity(pkg, base, native.predict_raw, runtime.predict_raw, proto, probes=probes, seed=seed)
     if not report.passed and not force:
         worst = report.worst
         raise ParityError(
@@ -91,19 +89,69 @@ def compile_model(
             **converter,
         }
     }
+    knob = getattr(native, "set_threads", None)
+    if knob is not None:
+        knob(1)  # measured as the patterns run it: one native thread per model call
+    candidates = {"native": native.predict_raw}
+    if report.passed:
+        candidates["onnx"] = runtime.predict_raw
+    manifest["serving"] = choose_runtime(candidates, base)
     write_manifest(pkg.path, manifest)
     return report
 
 
-def _parity(
-    pkg: ModelPackage, native: Any, onnx_rt: Any, proto: Any, *, probes: int, seed: int
-) -> ParityReport:
-    sig = pkg.signature
+def choose_runtime(candidates: dict[str, Any], base: np.ndarray) -> dict[str, Any]:
+    """Pick the runtime every pattern serves the package with, once, by measuring each verified one on
+    the two workloads the patterns have: one row (online, streaming's small polls, embedded) and a large
+    batch (batch, streaming's big polls), each with one thread. The pick is the runtime whose slower
+    workload is the least behind the best runtime on it (the smallest worst-case ratio): one runtime, so
+    every pattern gives the same answer, and no workload far off its best.
+
+        >>> # choose_runtime({"native": m.predict_raw, "onnx": rt.predict_raw}, rows)["runtime"]
+        'onnx'"""
+    import time
+
+    rows = np.ascontiguousarray(np.tile(base, (max(1, 20_000 // max(len(base), 1)), 1)))
+    one = np.ascontiguousarray(base[:1])
+    measured: dict[str, dict[str, float]] = {}
+    for name, predict in candidates.items():
+        predict(rows[:64])  # warm: lazy initialisation, caches
+        times = []
+        for _ in range(200):
+            t0 = time.perf_counter_ns()
+            predict(one)
+            times.append(time.perf_counter_ns() - t0)
+        start = time.perf_counter()
+        predict(rows)
+        seconds = max(time.perf_counter() - start, 1e-9)
+        measured[name] = {"row_us": float(np.median(times)) / 1000, "rows_per_s": len(rows) / seconds}
+    best_row = min(m["row_us"] for m in measured.values())
+    best_batch = max(m["rows_per_s"] for m in measured.values())
+    worst = {name: max(m["row_us"] / best_row, best_batch / m["rows_per_s"]) for name, m in measured.items()}
+    pick = min(worst, key=lambda n: (worst[n], n != "onnx"))
+    return {
+        "runtime": pick,
+        "rule": "the smallest worst-case slowdown over one-row latency and batch throughput (1 thread)",
+        "measured": {n: {k: round(v, 2) for k, v in m.items()} for n, m in measured.items()},
+        "cores": os.cpu_count() or 1,
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _base_rows(pkg: ModelPackage, seed: int) -> np.ndarray:
+    """The package's sample rows the model can score (float64), or standard-normal rows without one."""
     sample = pkg.sample()
     if sample is not None and sample.num_rows:
-        base = to_matrix(sample, sig, np.float64)
-    else:  # no sample stored: standard-normal rows still exercise the graph
-        base = np.random.default_rng(seed).standard_normal((256, len(sig.inputs)))
+        checked = RowCheck(pkg.signature, np.float64).check(sample)
+        if len(checked.x):
+            return checked.x
+    return np.random.default_rng(seed).standard_normal((256, len(pkg.signature.inputs)))
+
+
+def _parity(
+    pkg: ModelPackage, base: np.ndarray, native: Any, onnx_rt: Any, proto: Any, *, probes: int, seed: int
+) -> ParityReport:
+    sig = pkg.signature
     groups = {"sample": base, "split_probes": split_probes(base, tree_splits(proto), limit=probes, seed=seed)}
     if sig.task == "binary":
         groups["boundary_probes"] = boundary_probes(base, native, pkg.threshold)

@@ -8,11 +8,17 @@ pattern, so the label a threshold gives is the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-from fourfold.model.signature import Task
+from fourfold.model.signature import Output, Task
 
-__all__ = ["finish", "finish_one"]
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+__all__ = ["finish", "finish_one", "to_arrow"]
 
 
 def finish(task: Task, raw: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
@@ -29,3 +35,25 @@ def finish_one(task: Task, raw: np.ndarray, threshold: float) -> dict[str, objec
         score = float(raw[0])
         return {"score": score, "label": int(score > threshold)}
     return {k: v[0].tolist() for k, v in finish(task, raw, threshold).items()}
+
+
+def to_arrow(out: Mapping[str, np.ndarray], outputs: Sequence[Output]) -> list[tuple[str, pa.Array]]:
+    """The outputs as Arrow columns, in the signature's order and types - one encoding for every engine
+    (local batch, Spark, the stream's sink): ``score`` / ``value`` double, ``label`` int64, class
+    ``probabilities`` a ``list<element: double>`` (the field name Spark's ``ArrayType`` gives)."""
+    import pyarrow as pa
+
+    columns: list[tuple[str, pa.Array]] = []
+    for o in outputs:
+        values = np.asarray(out[o.name])
+        if not o.shape:
+            columns.append((o.name, pa.array(values.astype(np.dtype(o.dtype), copy=False))))
+            continue
+        rows = len(values)
+        width = values.shape[1] if values.ndim == 2 else 0
+        flat = pa.array(np.ascontiguousarray(values, dtype=np.dtype(o.dtype)).reshape(-1))
+        offsets = pa.array(np.arange(rows + 1, dtype=np.int32) * np.int32(width))
+        columns.append(
+            (o.name, pa.ListArray.from_arrays(offsets, flat, type=pa.list_(pa.field("element", flat.type))))
+        )
+    return columns

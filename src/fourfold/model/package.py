@@ -35,6 +35,7 @@ import yaml
 
 from fourfold.errors import PackageError, TamperedPackageError
 from fourfold.model.flavors import NativeModel, flavor_for, get_flavor
+from fourfold.model.names import validate_name
 from fourfold.model.signature import Feature, Signature, infer_signature
 
 if TYPE_CHECKING:
@@ -78,6 +79,16 @@ class ModelPackage:
     @property
     def runtimes(self) -> dict[str, Any]:
         return dict(self.manifest.get("runtimes", {}))
+
+    def serving_runtime(self) -> str:
+        """The runtime every pattern scores with unless told otherwise: the one ``fourfold compile``
+        measured and recorded (``serving.runtime`` in the manifest); for a package compiled before that
+        was recorded, ONNX when its conversion passed parity; else the native library."""
+        chosen = self.manifest.get("serving", {}).get("runtime")
+        if chosen in ("native", "onnx"):
+            return str(chosen)
+        onnx = self.runtimes.get("onnx")
+        return "onnx" if onnx and onnx.get("verified") else "native"
 
     @property
     def label(self) -> str:
@@ -140,8 +151,6 @@ def save_model(
     ``features`` (a :class:`~fourfold.features.FeatureSet`) is stored as ``features.yaml`` in the
     signature's order, so every pattern computes the model's inputs from the same definitions.
     """
-    from fourfold.registry.names import validate_name
-
     validate_name(name)
     target = Path(path)
     if target.exists() and any(target.iterdir()) and not overwrite:
@@ -213,7 +222,7 @@ def _write_sample(sample: Any, signature: Signature, path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fourfold.model.inputs import as_columns
+    from fourfold.model.columns import as_columns
 
     columns = as_columns(sample)
     n = min(SAMPLE_ROWS, len(next(iter(columns.values()))))
@@ -222,7 +231,7 @@ def _write_sample(sample: Any, signature: Signature, path: Path) -> None:
 
 
 def _versions(framework: Mapping[str, str]) -> dict[str, str]:
-    from fourfold import __version__
+    from fourfold._version import __version__
 
     base = {"python": platform.python_version(), "fourfold": __version__, "numpy": np.__version__}
     return base | {k: str(v) for k, v in framework.items()}  # torch's version is a str subclass

@@ -1,19 +1,21 @@
-"""The predictor: the one object every pattern calls.
+"""The predictor: the one object every pattern calls - ``check`` a batch, ``score`` the good rows.
 
 >>> # p = load_predictor("models:/fraud/production")
->>> # p.predict(arrow_table)["score"]      # columnar batch -> arrays
+>>> # p.predict(arrow_table)["score"]      # columnar batch -> arrays (raises on a bad row)
 >>> # p.predict_one({"amount": 310.5, ...}) # one row, the low-latency path
+>>> # checked = p.check(batch)             # the patterns' path: good rows' matrix + a reason per bad row
+>>> # out = p.score(checked.x)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from fourfold.errors import ConflictError, FourfoldError
-from fourfold.model.inputs import row_to_matrix, to_matrix
+from fourfold.errors import ConflictError, InvalidOptionError
+from fourfold.model.check import Checked, RowCheck
 from fourfold.model.outputs import finish, finish_one
 from fourfold.model.package import ModelPackage
 from fourfold.model.signature import Signature
@@ -32,8 +34,9 @@ class _Runtime(Protocol):
 class Predictor:
     """Scores columnar batches or single rows with a package's model, validated against its signature.
 
-    ``runtime="auto"`` takes ONNX Runtime when the package holds an ONNX file that passed parity and
-    ``onnxruntime`` is installed, else the native library. ``strict=True`` refuses unknown features.
+    ``runtime="auto"`` takes the runtime ``fourfold compile`` chose for the package (measured, recorded in
+    its manifest: the same one in every pattern), else ONNX Runtime when the package holds an ONNX file
+    that passed parity, else the native library. ``strict=True`` refuses unknown features.
     """
 
     def __init__(
@@ -53,6 +56,7 @@ class Predictor:
         self._dtype = self._rt.input_dtype
         self._label = package.label
         self._task = self.signature.task
+        self.rules = RowCheck(self.signature, self._dtype, strict=strict, model=self._label)
 
     @property
     def name(self) -> str:
@@ -67,23 +71,32 @@ class Predictor:
         """The dtype the runtime takes its matrix in (float32 for ONNX, float64 for most native models)."""
         return self._dtype
 
-    def matrix(self, batch: Any) -> np.ndarray:
-        """A batch validated against the signature, as the runtime's input matrix (errors name the feature).
+    def check(self, batch: Any, required: Sequence[str] = ()) -> Checked:
+        """Check a batch against the signature: the good rows' matrix (``.x``, the runtime's dtype), which
+        rows are good (``.ok``) and a reason for each bad one (``.reason(i)``) - the one check every
+        pattern runs (:mod:`fourfold.model.check`). ``required``: other columns that must be non-null
+        (ids, an entity key). A batch that cannot be read at all (a missing or non-numeric column) raises.
 
-        Patterns that queue, cache or batch rows build the matrix here and score it with
-        :meth:`predict_matrix` - the same validation :meth:`predict` does."""
-        return to_matrix(batch, self.signature, self._dtype, strict=self.strict, model=self._label)
+        >>> # c = p.check(table, required=["user_id"]); out = p.score(c.x)"""
+        return self.rules.check(batch, required)
 
-    def row_matrix(self, row: Mapping[str, Any]) -> np.ndarray:
-        """:meth:`matrix` for one row given as a mapping (the low-latency path)."""
-        return row_to_matrix(row, self.signature, self._dtype, strict=self.strict, model=self._label)
+    def check_one(self, row: Mapping[str, Any]) -> np.ndarray:
+        """:meth:`check` for one mapping, the low-latency path: its ``[1, features]`` matrix, or the
+        :class:`~fourfold.InputError` naming the feature."""
+        x: np.ndarray = self.rules.one(row)
+        return x
 
     def predict(self, batch: Any) -> dict[str, np.ndarray]:
-        """Score a batch: Arrow table / record batch, pandas DataFrame, dict of arrays, or 2-D array."""
-        return self.predict_matrix(self.matrix(batch))
+        """Score a batch: Arrow table / record batch, pandas DataFrame, dict of arrays, a list of row
+        mappings, or a 2-D array; any bad row raises its :class:`~fourfold.InputError`."""
+        checked = self.check(batch)
+        err = checked.error()
+        if err is not None:
+            raise err
+        return self.score(checked.x)
 
-    def predict_matrix(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """Score a matrix already validated and in the signature's order (the patterns' hot path)."""
+    def score(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Score a checked matrix (``check(...).x``): the patterns' hot path."""
         if len(x) == 0:
             return finish(
                 self._task, np.empty((0,) if self._task != "multiclass" else (0, 0)), self.threshold
@@ -101,7 +114,7 @@ class Predictor:
 
     def predict_one(self, row: Mapping[str, Any]) -> dict[str, object]:
         """Score one row given as a mapping of feature name to number; returns Python scalars."""
-        return finish_one(self._task, self._rt.predict_raw(self.row_matrix(row)), self.threshold)
+        return finish_one(self._task, self._rt.predict_raw(self.rules.one(row)), self.threshold)
 
     def __repr__(self) -> str:
         return f"<Predictor {self._label} runtime={self.runtime}>"
@@ -110,23 +123,16 @@ class Predictor:
 def _pick_runtime(
     package: ModelPackage, wanted: RuntimeName, *, trusted: bool, threads: int
 ) -> tuple[str, _Runtime]:
-    onnx_info = package.runtimes.get("onnx")
     if wanted not in ("auto", "native", "onnx"):
-        raise ValueError(f"runtime must be 'auto', 'native' or 'onnx', got {wanted!r}")
-    if wanted == "onnx" or (wanted == "auto" and onnx_info and onnx_info.get("verified")):
+        raise InvalidOptionError(f"runtime must be 'auto', 'native' or 'onnx', got {wanted!r}")
+    name = package.serving_runtime() if wanted == "auto" else wanted
+    if name == "onnx" and package.flavor != "onnx":
+        onnx_info = package.runtimes.get("onnx")
         if not onnx_info:
-            raise ConflictError(
-                f"{package.label} has no ONNX runtime; run `fourfold compile` on it first",
-            )
+            raise ConflictError(f"{package.label} has no ONNX runtime; run `fourfold compile` on it first")
         from fourfold.model.runtimes import OnnxRuntime
 
-        try:
-            return "onnx", OnnxRuntime(
-                package.path / onnx_info["file"], task=package.signature.task, threads=threads
-            )
-        except FourfoldError:
-            if wanted == "onnx":
-                raise
-    if package.flavor == "onnx":
-        return "onnx", package.load_native(trusted=trusted)
-    return "native", package.load_native(trusted=trusted)
+        return "onnx", OnnxRuntime(
+            package.path / onnx_info["file"], task=package.signature.task, threads=threads
+        )
+    return ("onnx" if package.flavor == "onnx" else "native"), package.load_native(trusted=trusted)

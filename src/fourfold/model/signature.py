@@ -144,7 +144,7 @@ def infer_signature(sample: Any, *, task: Task, classes: Sequence[Any] = (), n_c
         >>> infer_signature(pa.table({"a": [1.0, None], "b": [1, 2]}), task="regression").inputs
         (Feature(name='a', dtype='float64', nullable=True), Feature(name='b', dtype='int64', nullable=False))
     """
-    from fourfold.model.inputs import as_columns
+    from fourfold.model.columns import as_columns
 
     columns = as_columns(sample)
     features = []

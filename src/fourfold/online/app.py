@@ -28,13 +28,16 @@ import orjson
 
 from fourfold import __version__
 from fourfold.errors import (
+    EntityNotFoundError,
     FourfoldError,
     InputError,
     NotFoundError,
     PayloadTooLargeError,
     RequestError,
+    RowsRejectedError,
     UnauthorizedError,
     UnavailableError,
+    UnknownFieldError,
     UnsupportedMediaTypeError,
 )
 from fourfold.features.stores import StoreError, open_async_store
@@ -61,11 +64,25 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
 class Context:
     """What a request handler needs: the served model (read once per request), settings, cache, metrics."""
 
-    def __init__(self, app: Server, request_id: str) -> None:
+    def __init__(self, app: Server, request_id: str, deadline_s: float, scope: Any = None) -> None:
         self.server = app
         self.request_id = request_id
         self.served: Served | None = app.holder.current
         self.degraded = False
+        self.deadline_s = deadline_s
+        self._scope = scope  # the request's asyncio.timeout, when the server (not the client) set it
+
+    def allow_rows(self, rows: int) -> None:
+        """A request of many rows gets ``deadline_per_row_ms`` more per row than the deadline of one
+        (unless the client set its own with X-Deadline-Ms): the limits agree with the budgets."""
+        per_row = self.server.settings.deadline_per_row_ms / 1000
+        if self._scope is None or rows <= 1 or not per_row:
+            return
+        extra = per_row * (rows - 1)
+        when = self._scope.when()
+        if when is not None:
+            self._scope.reschedule(when + extra)
+            self.deadline_s += extra
 
     def model(self) -> Served:
         if self.served is None:
@@ -74,8 +91,10 @@ class Context:
 
 
 class Server:
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, clock: Callable[[], int] | None = None) -> None:
         self.settings = settings
+        #: "now" in epoch ms, the time windows are read as of (injectable: tests, replays)
+        self.clock: Callable[[], int] = clock or _now_ms
         self.holder = ModelHolder(settings)
         self.metrics = Metrics()
         self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
@@ -159,19 +178,24 @@ class Server:
                 served.batcher.expected = self.inflight
             try:
                 if not probe and self.token is not None:
-                    given = request.headers.get("authorization", "")
-                    if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                    auth = request.headers.get("authorization", "")
+                    if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
                         raise UnauthorizedError("missing or wrong bearer token")
-                deadline = self._deadline(request)
-                async with asyncio.timeout(deadline):
-                    response = await handler(request, Context(self, rid))
+                deadline, by_client = self._deadline(request)
+                ctx = Context(self, rid, deadline)
+                async with asyncio.timeout(deadline) as scope:
+                    ctx._scope = None if by_client else scope
+                    response = await handler(request, ctx)
                 status = response.status_code
             except TimeoutError:
                 status = 504
-                response = _json({"error": f"deadline of {deadline * 1000:.0f} ms exceeded"}, 504)
+                response = _json({"error": f"deadline of {ctx.deadline_s * 1000:.0f} ms exceeded"}, 504)
             except FourfoldError as exc:
                 status = exc.status
-                response = _json({"error": exc.message}, status)
+                payload: dict[str, Any] = {"error": exc.message}
+                if isinstance(exc, RowsRejectedError):
+                    payload["rejected"] = exc.rejected
+                response = _json(payload, status)
             except Exception:
                 log.exception("unexpected error in %s (request %s)", name, rid)
                 response = _json({"error": "internal error", "request_id": rid}, 500)
@@ -183,10 +207,11 @@ class Server:
 
         return endpoint
 
-    def _deadline(self, request: Request) -> float:
+    def _deadline(self, request: Request) -> tuple[float, bool]:
+        """The request's deadline in seconds, and whether the client set it (X-Deadline-Ms)."""
         raw = request.headers.get("x-deadline-ms")
         if raw is None:
-            return self.settings.deadline_ms / 1000
+            return self.settings.deadline_ms / 1000, False
         try:
             ms = float(raw)
         except ValueError:
@@ -195,7 +220,7 @@ class Server:
             ) from None
         if not 0 < ms <= 60_000:
             raise RequestError("header X-Deadline-Ms must be in (0, 60000]")
-        return ms / 1000
+        return ms / 1000, True
 
     def _finish(
         self, request: Request, name: str, response: Response, status: int, rid: str, start: float
@@ -230,39 +255,43 @@ async def _body(request: Request, limit: int) -> Any:
 
 
 # -- /predict: the seed's endpoint ------------------------------------------------------------------------
-async def _features_for(ctx: Context, served: Served, keys: list[str], now: int) -> list[dict[str, float]]:
-    online, server = served.online, ctx.server
+async def _features_for(
+    ctx: Context, served: Served, keys: list[str], now: int
+) -> tuple[list[dict[str, float]], list[bool]]:
+    """The features fourfold computes for each entity as of ``now`` (windows from the stored state,
+    entity features), and whether the store knew the entity. The store's budget grows with the rows
+    asked for; on a timeout or a store error the feature set's fallback rule decides (defaults and
+    ``degraded``, or 503)."""
+    online, server, fs = served.online, ctx.server, served.features
     assert online is not None
+    assert fs is not None
+    settings = server.settings
+    budget = (settings.feature_timeout_ms + settings.feature_timeout_per_row_ms * len(keys)) / 1000
     t0 = time.perf_counter()
     try:
-        async with asyncio.timeout(server.settings.feature_timeout_ms / 1000):
+        async with asyncio.timeout(budget):
             rows = await online.aget(server.store, keys, at_ms=now)
     except (TimeoutError, StoreError) as exc:
         reason = "timeout" if isinstance(exc, TimeoutError) else "store_error"
-        if served.features is not None and not served.features.defaults_acceptable:
-            raise UnavailableError(
-                f"the feature store is unavailable ({reason}) and this model's features "
-                "have no acceptable defaults",
-            ) from None
+        defaults = fs.fallback(list(served.assembly.computed), reason)  # 503 when not acceptable
         server.metrics.degraded.labels(reason).inc()
         ctx.degraded = True
-        assert served.features is not None
-        defaults = served.features.defaults
-        return [{n: defaults[n] for n in online.empty(now)} for _ in keys]
+        return [defaults] * len(keys), [False] * len(keys)
     finally:
         server.metrics.feature_fetch.observe(time.perf_counter() - t0)
-    return [row if row is not None else online.empty(now) for row in rows]
-
-
-def _key_of(served: Served, body: dict[str, Any], i: int | None = None) -> str:
-    assert served.online is not None
-    key = body.get(served.online.key_column)
-    if key is None or key == "":
-        where = "" if i is None else f"rows[{i}]: "
-        raise InputError(
-            f"{where}field {served.online.key_column!r} (the entity id) is missing from the request"
-        )
-    return str(key)
+    found = [row is not None for row in rows]
+    if not all(found):
+        unknown = [k for k, f in zip(keys, found, strict=True) if not f]
+        server.metrics.unknown_entity.inc(len(unknown))
+        if fs.unknown_entity == "reject":
+            shown = ", ".join(repr(k) for k in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise EntityNotFoundError(
+                f"the online store has no {online.key_column} {shown}; feature set {fs.name!r} refuses "
+                "unknown entities (unknown_entity: reject)"
+            )
+        empty = online.empty(now)
+        rows = [row if row is not None else empty for row in rows]
+    return rows, found  # type: ignore[return-value]
 
 
 async def predict(request: Request, ctx: Context) -> Response:
@@ -270,12 +299,18 @@ async def predict(request: Request, ctx: Context) -> Response:
     if not isinstance(body, dict):
         raise InputError("the request body must be a JSON object of the entity id and the request's fields")
     served = ctx.model()
-    row = body
+    assembly = served.assembly
+    assembly.check_fields(body.keys())
+    extra: dict[str, Any] = {}
     if served.online is not None:
-        fetched = (await _features_for(ctx, served, [_key_of(served, body)], int(time.time() * 1000)))[0]
-        row = {**fetched, **{k: v for k, v in body.items() if k in served.inputs}}
+        key = assembly.key_of(body)
+        fetched, found = await _features_for(ctx, served, [key], ctx.server.clock())
+        row = assembly.row(body, fetched[0])
+        extra["entity_found"] = found[0]
+    else:
+        row = assembly.row(body)
     p = served.predictor
-    x = p.row_matrix(row)
+    x = p.check_one(row)
     server = ctx.server
     out = server.cache.get(served.version, x)
     (server.metrics.cache_hit if out is not None else server.metrics.cache_miss).inc()
@@ -290,8 +325,9 @@ async def predict(request: Request, ctx: Context) -> Response:
     if served.decision:  # the package's threshold is a decision rule: say what it decided
         out = {**out, "decision": "positive" if out.get("label") else "negative"}
     return _json(
-        {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded}
-    )
+        {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded,
+         **extra}
+    )  # fmt: skip
 
 
 async def _shared_get(server: Server, served: Served, x: np.ndarray) -> dict[str, Any] | None:
@@ -323,31 +359,40 @@ def _shared_put(server: Server, served: Served, x: np.ndarray, out: dict[str, An
 
 async def predict_batch(request: Request, ctx: Context) -> Response:
     body = await _body(request, ctx.server.settings.max_body_bytes)
-    rows = body.get("rows") if isinstance(body, dict) else body
+    rows = body.get("rows") if isinstance(body, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise InputError('the request body must be {"rows": [{...}, ...]} (or a JSON list of row objects)')
-    if len(rows) > ctx.server.settings.max_batch_rows:
-        raise PayloadTooLargeError(
-            f"{len(rows)} rows is over the {ctx.server.settings.max_batch_rows}-row limit",
-        )
+        raise InputError('the request body must be {"rows": [{...}, ...]}, a JSON object of row objects')
+    if isinstance(body, dict) and len(body) > 1:
+        extra_keys = sorted(k for k in body if k != "rows")
+        raise UnknownFieldError(extra_keys, ["rows"], where="the request body")
+    limit = ctx.server.settings.max_batch_rows
+    if len(rows) > limit:
+        raise PayloadTooLargeError(f"{len(rows)} rows is over the {limit}-row limit")
+    ctx.allow_rows(len(rows))
     served = ctx.model()
-    p = served.predictor
-    if served.online is not None and rows:
-        keys = [_key_of(served, r, i) for i, r in enumerate(rows)]
-        fetched = await _features_for(ctx, served, keys, int(time.time() * 1000))
-        rows = [
-            {**f, **{k: v for k, v in r.items() if k in served.inputs}}
-            for f, r in zip(fetched, rows, strict=True)
-        ]
-    matrix = np.empty((len(rows), len(p.signature.inputs)), dtype=p.input_dtype)
+    assembly = served.assembly
     for i, r in enumerate(rows):
-        try:
-            matrix[i] = p.row_matrix(r)[0]
-        except InputError as exc:
-            raise InputError(f"rows[{i}]: {exc.message}") from None
-    out = p.predict_matrix(matrix) if len(rows) else {o.name: np.empty(0) for o in p.signature.outputs}
+        assembly.check_fields(r.keys(), where=f"rows[{i}]")
+    p = served.predictor
+    found: list[bool] | None = None
+    if served.online is not None and rows:
+        keys = [assembly.key_of(r, where=f"rows[{i}]") for i, r in enumerate(rows)]
+        fetched, found = await _features_for(ctx, served, keys, ctx.server.clock())
+        model_rows = [assembly.row(r, f) for r, f in zip(rows, fetched, strict=True)]
+    else:
+        model_rows = [assembly.row(r) for r in rows]
+    checked = p.check(model_rows)
+    if checked.rejected:
+        bad = checked.rejections()
+        first, reason = bad[0]
+        more = f" ({len(bad)} of {len(rows)} rows rejected)" if len(bad) > 1 else ""
+        raise RowsRejectedError(f"rows[{first}]: {reason}{more}", [{"row": i, "reason": r} for i, r in bad])
+    out = p.score(checked.x)
     ctx.server.metrics.batch_rows.observe(len(rows))
     preds = [{k: v[i].item() for k, v in out.items()} for i in range(len(rows))]
+    if found is not None:
+        for pred, f in zip(preds, found, strict=True):
+            pred["entity_found"] = f
     return _json({"predictions": preds, "model_version": served.version, "request_id": ctx.request_id,
                   "degraded": ctx.degraded})  # fmt: skip
 
@@ -371,15 +416,20 @@ async def infer(request: Request, ctx: Context) -> Response:
     served = _model_for(ctx, request)
     p = served.predictor
     req = decode_infer(body, p.signature)
-    if req.rows > ctx.server.settings.max_batch_rows:
-        raise PayloadTooLargeError(
-            f"{req.rows} rows is over the {ctx.server.settings.max_batch_rows}-row limit",
-        )
+    limit = ctx.server.settings.max_batch_rows
+    if req.rows > limit:
+        raise PayloadTooLargeError(f"{req.rows} rows is over the {limit}-row limit")
+    ctx.allow_rows(req.rows)
     try:
-        x = p.matrix(req.batch)
+        checked = p.check(req.batch)
     except InputError as exc:
         raise OIPError(exc.message) from None
-    out = await served.batcher.submit(x) if len(x) == 1 else p.predict_matrix(x)
+    if checked.rejected:
+        first, reason = checked.rejections()[0]
+        more = f" ({checked.rejected} of {checked.rows} rows rejected)" if checked.rejected > 1 else ""
+        raise OIPError(f"row {first}: {reason}{more}")
+    x = checked.x
+    out = await served.batcher.submit(x) if len(x) == 1 else p.score(x)
     return _json(encode_infer(served.name, served.version, out, req))
 
 
@@ -417,7 +467,7 @@ async def metrics(request: Request, ctx: Context) -> Response:
 
 
 async def openapi_doc(request: Request, ctx: Context) -> Response:
-    return _json(openapi(ctx.model(), __version__))
+    return _json(openapi(ctx.model(), __version__, ctx.server.settings))
 
 
 async def reload(request: Request, ctx: Context) -> Response:
@@ -427,9 +477,14 @@ async def reload(request: Request, ctx: Context) -> Response:
     return _json({"changed": changed, "model": served.name, "model_version": served.version})
 
 
-def build_app(settings: ServeSettings) -> Router:
-    """The ASGI app for ``settings`` (the model is loaded and warmed at startup, before ready)."""
-    s = Server(settings)
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def build_app(settings: ServeSettings, *, clock: Callable[[], int] | None = None) -> Router:
+    """The ASGI app for ``settings`` (the model is loaded and warmed at startup, before ready); ``clock``
+    (epoch ms) is the time the stored windows are read as of - the wall clock unless given."""
+    s = Server(settings, clock)
     r = s.route
     app = Router(lifespan=s.lifespan)
     app.add("POST", "/predict", r("predict", predict))

@@ -44,6 +44,12 @@ class Metrics:
             "fourfold_degraded_total", "Requests answered from feature defaults.", ["reason"], registry=r
         )
         self.shed = Counter("fourfold_shed_total", "Requests refused by load shedding.", registry=r)
+        self.unknown_entity = Counter(
+            "fourfold_unknown_entities_total",
+            "Entities asked for that the online store knows nothing of (scored on empty history and "
+            "defaults, or refused with 404 when the feature set says so).",
+            registry=r,
+        )
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.inflight = Gauge(
             "fourfold_inflight_requests", "Requests in flight (the queue depth).", registry=r,

@@ -69,20 +69,67 @@ def _tensor(t: Any, i: int) -> tuple[str, np.ndarray]:
     if not isinstance(shape, list) or not all(
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
-        raise OIPError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}")
+        raise OIPError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r:.80}")
+    if not isinstance(datatype, str):
+        raise OIPError(f"input {name!r}: datatype must be a string such as FP64, got {datatype!r:.80}")
     if datatype == "BYTES":
         raise OIPError(f"input {name!r}: datatype BYTES is not accepted; the model's features are numbers")
     if datatype not in _DTYPES:
-        raise OIPError(f"input {name!r}: unknown datatype {datatype!r}; use one of {', '.join(_DTYPES)}")
-    try:
-        with np.errstate(over="raise", invalid="raise"):
-            arr = np.asarray(data, dtype=_DTYPES[datatype])
-    except (TypeError, ValueError, OverflowError, FloatingPointError):
-        raise OIPError(f"input {name!r}: data is not a (nested) list of {datatype} values") from None
+        raise OIPError(f"input {name!r}: unknown datatype {datatype!r:.40}; use one of {', '.join(_DTYPES)}")
+    flat = _flatten(data, name)
     expected = math.prod(shape)
-    if arr.size != expected:
-        raise OIPError(f"input {name!r}: shape {shape} needs {expected} values, data has {arr.size}")
-    return name, arr.reshape(shape)
+    if len(flat) != expected:
+        raise OIPError(f"input {name!r}: shape {shape} needs {expected} values, data has {len(flat)}")
+    return name, _typed(flat, datatype, name).reshape(shape)
+
+
+def _flatten(data: Any, name: str) -> list[Any]:
+    """Row-major elements of (nested) ``data``; a scalar is one element."""
+    if not isinstance(data, list):
+        return [data]
+    out: list[Any] = []
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
+    return out
+
+
+def _typed(flat: list[Any], datatype: str, name: str) -> np.ndarray:
+    """The elements as an array of ``datatype``, each element checked for what the datatype can hold:
+    BOOL takes JSON booleans only, the integer types whole numbers in range (never a boolean), FP16/32/64
+    numbers or null (a missing value)."""
+    dtype = np.dtype(_DTYPES[datatype])
+    if datatype == "BOOL":
+        bad = next((v for v in flat if type(v) is not bool), _NONE)
+        if bad is not _NONE:
+            raise OIPError(f"input {name!r}: BOOL data must be true or false, got {bad!r:.40}")
+        return np.array(flat, dtype=bool)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        bad = next(
+            (v for v in flat if type(v) is not int or not info.min <= v <= info.max),  # JSON 1.0 is a float
+            _NONE,
+        )
+        if bad is not _NONE:
+            raise OIPError(
+                f"input {name!r}: {datatype} data must be whole numbers in [{info.min}, {info.max}], "
+                f"got {bad!r:.40}"
+            )
+        return np.array(flat, dtype=dtype)
+    bad = next((v for v in flat if v is not None and type(v) not in (int, float)), _NONE)
+    if bad is not _NONE:
+        raise OIPError(f"input {name!r}: {datatype} data must be numbers (or null), got {bad!r:.40}")
+    with np.errstate(over="ignore"):  # beyond FP16/FP32: inf, refused by the model's check with a reason
+        return np.array([math.nan if v is None else v for v in flat], dtype=np.float64).astype(dtype)
+
+
+_NONE = object()
 
 
 def decode_infer(body: Any, signature: Signature) -> InferRequest:
@@ -97,8 +144,10 @@ def decode_infer(body: Any, signature: Signature) -> InferRequest:
     outputs = body.get("outputs")
     wanted: tuple[str, ...] | None = None
     if outputs is not None:
-        if not isinstance(outputs, list) or not all(isinstance(o, Mapping) and "name" in o for o in outputs):
-            raise OIPError("'outputs' must be a list of objects with a 'name'")
+        if not isinstance(outputs, list) or not all(
+            isinstance(o, Mapping) and isinstance(o.get("name"), str) for o in outputs
+        ):
+            raise OIPError("'outputs' must be a list of objects with a 'name' string")
         wanted = tuple(str(o["name"]) for o in outputs)
         known = [o.name for o in signature.outputs]
         unknown = [w for w in wanted if w not in known]
@@ -107,16 +156,26 @@ def decode_infer(body: Any, signature: Signature) -> InferRequest:
                 f"unknown output(s) {', '.join(map(repr, unknown))}; the model has {', '.join(known)}"
             )
     rid = body.get("id")
+    if rid is not None and not isinstance(rid, str):
+        raise OIPError(f"'id' must be a string, got {type(rid).__name__}")
     if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in names:
         name, arr = tensors[0]
         if arr.shape[1] != len(names):
             raise OIPError(
                 f"input {name!r} has {arr.shape[1]} columns; the model takes {len(names)}: {', '.join(names)}"
             )
-        return InferRequest(None if rid is None else str(rid), arr, arr.shape[0], wanted)
+        return InferRequest(rid, arr, arr.shape[0], wanted)
     columns: dict[str, np.ndarray] = {}
     rows: int | None = None
+    unknown_inputs = [n for n, _ in tensors if n not in names]
+    if unknown_inputs:
+        raise OIPError(
+            f"unknown input(s) {', '.join(map(repr, unknown_inputs))}; send one [N, {len(names)}] tensor, or "
+            f"one [N] tensor per feature named: {', '.join(names)}"
+        )
     for name, arr in tensors:
+        if name in columns:
+            raise OIPError(f"input {name!r} is given twice")
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:
@@ -127,7 +186,7 @@ def decode_infer(body: Any, signature: Signature) -> InferRequest:
             raise OIPError(f"input {name!r} has {len(arr)} rows, the other inputs have {rows}")
         rows = len(arr)
         columns[name] = arr
-    return InferRequest(None if rid is None else str(rid), columns, rows or 0, wanted)
+    return InferRequest(rid, columns, rows or 0, wanted)
 
 
 def encode_infer(

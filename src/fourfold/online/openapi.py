@@ -44,25 +44,49 @@ def _tensor() -> dict[str, Any]:
     }
 
 
-def openapi(served: Served, version: str) -> dict[str, Any]:
+def openapi(served: Served, version: str, settings: Any = None) -> dict[str, Any]:
+    """The document for ``served``: every field the caller sends, with the bounds the model's check
+    enforces (:meth:`fourfold.model.check.RowCheck.json_schema`), and nothing else (``/predict`` refuses
+    unknown fields and the fields fourfold computes itself)."""
     sig = served.predictor.signature
-    request_fields = {f.name for f in served.features.request} if served.features else set(sig.feature_names)
-    row: dict[str, Any] = {"type": "object", "properties": {}, "required": []}
-    if served.online is not None:
-        row["properties"][served.online.key_column] = {"type": "string", "minLength": 1}
-        row["required"].append(served.online.key_column)
-    for f in sig.inputs:
-        if f.name in request_fields:
-            row["properties"][f.name] = {"type": ["number", "null"] if f.nullable else "number"}
-            row["required"].append(f.name)
-    scored = {"type": "object", "properties": {o.name: {"type": "number"} for o in sig.outputs}}
+    rules = served.predictor.rules
+    assembly = served.assembly
+    by_name = {f.name: f for f in sig.inputs}
+    row: dict[str, Any] = {"type": "object", "properties": {}, "required": list(assembly.fields),
+                           "additionalProperties": False}  # fmt: skip
+    if assembly.key is not None:
+        row["properties"][assembly.key] = {"type": "string", "minLength": 1}
+    for name, field in assembly.request:
+        row["properties"][field] = rules.json_schema(by_name[name])
+    out_props: dict[str, Any] = {}
+    for o in sig.outputs:
+        item: dict[str, Any] = {"type": "integer" if o.dtype.startswith("int") else "number"}
+        out_props[o.name] = {"type": "array", "items": item} if o.shape else item
+    scored: dict[str, Any] = {
+        "type": "object",
+        "required": [o.name for o in sig.outputs],
+        "properties": {
+            **out_props,
+            "model_version": {"type": "string"},
+            "request_id": {"type": "string"},
+            "degraded": {"type": "boolean"},
+            "entity_found": {"type": "boolean"},
+            "decision": {"enum": ["positive", "negative"]},
+        },
+    }
+    prediction = {"type": "object", "required": [o.name for o in sig.outputs],
+                  "properties": {**out_props, "entity_found": {"type": "boolean"}}}  # fmt: skip
+    max_rows = getattr(settings, "max_batch_rows", 10_000)
 
     def op(summary: str, body: dict[str, Any] | None, ok: dict[str, Any]) -> dict[str, Any]:
+        err = {"content": {"application/json": {"schema": _ERROR}}}
         out: dict[str, Any] = {
             "summary": summary,
             "responses": {
                 "200": {"description": "OK", "content": {"application/json": {"schema": ok}}},
-                "4XX": {"description": "Bad request", "content": {"application/json": {"schema": _ERROR}}},
+                "4XX": {"description": "Refused: the error names the field or the limit", **err},
+                "503": {"description": "Overloaded or the feature store unavailable; retry later", **err},
+                "504": {"description": "The deadline passed", **err},
             },
         }
         if body is not None:
@@ -92,9 +116,19 @@ def openapi(served: Served, version: str) -> dict[str, Any]:
                     {
                         "type": "object",
                         "required": ["rows"],
-                        "properties": {"rows": {"type": "array", "items": row}},
+                        "additionalProperties": False,
+                        "properties": {"rows": {"type": "array", "items": row, "maxItems": max_rows}},
                     },
-                    anything,
+                    {
+                        "type": "object",
+                        "required": ["predictions", "model_version", "request_id", "degraded"],
+                        "properties": {
+                            "predictions": {"type": "array", "items": prediction},
+                            "model_version": {"type": "string"},
+                            "request_id": {"type": "string"},
+                            "degraded": {"type": "boolean"},
+                        },
+                    },
                 )
             },
             f"/v2/models/{served.name}/infer": {

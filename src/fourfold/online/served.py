@@ -8,7 +8,6 @@ reads it once and uses that version to the end, so its response names the versio
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 import yaml
 
 from fourfold.errors import RequestError
+from fourfold.features.assemble import Assembly
 from fourfold.features.definitions import FeatureSet
 from fourfold.features.online import OnlineFeatures
 from fourfold.model.package import ModelPackage
@@ -35,13 +35,9 @@ class Served:
     version: str
     batcher: MicroBatcher
     features: FeatureSet | None
-    online: OnlineFeatures | None
+    online: OnlineFeatures | None  # the store side, when fourfold computes any of the model's features
+    assembly: Assembly  # which fields the caller sends, which fourfold computes
     decision: bool = False  # the package set a threshold: responses carry the decision it implies
-
-    @functools.cached_property
-    def inputs(self) -> frozenset[str]:
-        """The model's feature names: the request fields that are features rather than ids or noise."""
-        return frozenset(self.predictor.signature.feature_names)
 
     @property
     def name(self) -> str:
@@ -63,13 +59,14 @@ class ModelHolder:
         predictor = Predictor(pkg, runtime=s.runtime, threads=s.threads)
         _warm(predictor)
         fs = self._feature_set(pkg)
-        online = OnlineFeatures(fs) if fs is not None and (fs.windowed or fs.entity_features) else None
+        assembly = Assembly(pkg.signature.feature_names, fs, windowed="computed", entity="computed")
+        online = OnlineFeatures(fs) if fs is not None and assembly.computes else None
         batcher = MicroBatcher(
-            predictor.predict_matrix, max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms
+            predictor.score, max_batch_size=s.max_batch_size, max_batch_wait_ms=s.max_batch_wait_ms
         )
         old = self.current
         decision = bool(pkg.manifest.get("decision")) and pkg.signature.task == "binary"
-        self.current = Served(predictor, str(version), batcher, fs, online, decision)
+        self.current = Served(predictor, str(version), batcher, fs, online, assembly, decision)
         if old is not None:
             log.info("model swapped: %s v%s -> v%s", predictor.name, old.version, version)
         return True
@@ -97,10 +94,10 @@ def _warm(predictor: Predictor) -> None:
     """Score the stored sample (or zeros) so the first request pays no lazy initialisation."""
     sample = predictor.package.sample()
     try:
-        x = predictor.matrix(sample) if sample is not None else None
+        x = predictor.check(sample).x if sample is not None else None
     except Exception:
         x = None
     if x is None or not len(x):
-        x = np.zeros((1, len(predictor.signature.inputs)))
+        x = np.zeros((1, len(predictor.signature.inputs)), dtype=predictor.input_dtype)
     for rows in (x[:1], x[:64]):
-        predictor.predict_matrix(np.ascontiguousarray(rows, dtype=predictor.input_dtype))
+        predictor.score(np.ascontiguousarray(rows))

@@ -21,7 +21,7 @@ class ServeSettings(BaseSettings):
     model: str = Field("models:/fraud/production", description="The model URI to serve (FOURFOLD_MODEL).")
     runtime: Literal["auto", "native", "onnx"] = Field("auto", description="Model runtime.")
     host: str = Field("127.0.0.1", description="Bind address.")
-    port: int = Field(8000, description="Port.")
+    port: int = Field(8000, ge=0, le=65535, description="Port (0: any free port).")
     workers: int = Field(1, ge=1, description="Worker processes sharing the port.")
     threads: int = Field(1, ge=1, description="Model threads per worker (OpenMP, ONNX Runtime, BLAS).")
     store: str | None = Field(None, description="Online feature store URL; default: SQLite in FOURFOLD_HOME.")
@@ -29,8 +29,14 @@ class ServeSettings(BaseSettings):
         None, description="A features.yaml used instead of the one in the model package (FOURFOLD_FEATURES)."
     )
     feature_timeout_ms: float = Field(40.0, gt=0, description="Budget for the feature fetch.")
+    feature_timeout_per_row_ms: float = Field(
+        0.1, ge=0, description="Added to the feature budget per entity asked for (/predict/batch)."
+    )
     deadline_ms: float = Field(
         100.0, gt=0, description="Per-request deadline (header X-Deadline-Ms overrides)."
+    )
+    deadline_per_row_ms: float = Field(
+        0.25, ge=0, description="Added to the deadline per row a /predict/batch or /infer request holds."
     )
     max_batch_size: int = Field(64, ge=1, description="Rows per micro-batch.")
     max_batch_wait_ms: float = Field(
