@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,11 +23,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(settings: ServeSettings) -> Iterator[str]:
-    """Serve ``settings`` with uvicorn in a thread; yields the base URL; stops on exit."""
+def running(settings: ServeSettings, clock: Callable[[], int] | None = None) -> Iterator[str]:
+    """Serve ``settings`` with uvicorn in a thread; yields the base URL; stops on exit. ``clock``: the
+    server's "now" in epoch ms (the time stored windows are read as of)."""
     port = free_port()
     config = uvicorn.Config(
-        build_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+        build_app(settings, clock=clock), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import fourfold
 from fourfold import Feature, MissingExtraError, Signature
-from fourfold.model.flavors.base import require
+from fourfold.extras import require
 from fourfold.model.signature import DTYPES
 
 

@@ -27,6 +27,7 @@ number (``raise ConflictError(...)``, not ``ConflictError(...)``).
     │   └── ComputedFieldError             a field fourfold computes itself, sent by the caller
     ├── DefinitionError (422)            an invalid feature definition (features.definitions)
     ├── StateError (422)                 incremental state that cannot be used (features.state)
+    │   └── NoStateError (404)             no state for the key asked for
     ├── PackageError (422)               a model package cannot be written or read
     │   ├── TamperedPackageError           a file's sha256 differs from the manifest
     │   ├── UntrustedModelError (403)      loading would run untrusted code (pickle, unknown types)

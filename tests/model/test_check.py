@@ -173,3 +173,118 @@ def test_values_beyond_float32_are_refused_by_a_float32_runtime(tmp_path: Path) 
     assert onnx_p.runtime == "onnx"
     with pytest.raises(FeatureTypeError, match="'x2' is beyond the float32 range of the model's input"):
         onnx_p.predict_one({**dict.fromkeys(FEATURES, 0.0), "x2": 1e300})
+
+
+# -- the one check: every rule, the same reason whatever the batch --------------------------------------
+from fourfold import InputError  # noqa: E402
+from fourfold.model.check import F32_OVERFLOW, RowCheck  # noqa: E402
+
+MIXED = Signature.for_task(
+    "binary",
+    [Feature("f"), Feature("n", nullable=True), Feature("i", "int8"), Feature("b", "bool"),
+     Feature("w", "int64")],
+)  # fmt: skip
+
+
+def test_booleans_are_not_numbers(predictor: Predictor, table: pa.Table) -> None:
+    row = dict.fromkeys(FEATURES, 0.0)
+    with pytest.raises(FeatureTypeError, match="feature 'x1' must be a number, got bool True"):
+        predictor.predict_one({**row, "x1": True})
+    with pytest.raises(FeatureTypeError, match="feature 'x1' must be a number, got bool"):
+        predictor.predict_one({**row, "x1": np.True_})
+    with pytest.raises(FeatureTypeError, match="'x0' must be a number, got an Arrow column of type bool"):
+        predictor.predict(table.set_column(0, "x0", pa.array([True] * table.num_rows)))
+    with pytest.raises(FeatureTypeError, match="'x0' must be a number, got a boolean array"):
+        predictor.predict({**{c: table[c].to_numpy() for c in FEATURES}, "x0": np.ones(table.num_rows, bool)})
+    with pytest.raises(FeatureTypeError, match="'x0' must be a number, got bool False"):
+        predictor.predict({**{c: table[c].to_pylist() for c in FEATURES}, "x0": [False] * table.num_rows})
+
+
+def test_predict_one_wants_a_mapping(predictor: Predictor) -> None:
+    for bad in ([1, 2, 3], (1.0,), "x0=1", None, 3.0):
+        with pytest.raises(InputError, match="a row must be a mapping of feature name to value"):
+            predictor.predict_one(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"f": None}, "feature 'f' is null or NaN"),
+        ({"f": float("nan")}, "feature 'f' is null or NaN"),
+        ({"n": float("inf")}, "feature 'n' is infinite (or beyond the float64 range)"),
+        ({"i": 1.5}, "feature 'i' must be a whole number in [-128, 127]"),
+        ({"i": 128}, "feature 'i' must be a whole number in [-128, 127]"),
+        ({"b": 2}, "feature 'b' must be 0 or 1 (a boolean)"),
+        ({"b": "yes"}, "feature 'b' must be 0 or 1, got str 'yes'"),
+        ({"f": "1.5"}, "feature 'f' must be a number, got str '1.5'"),
+        ({"w": 2.0**64}, "feature 'w' must be a whole number in [-9223372036854775808, 9223372036854775807]"),
+        ({"f": None, "i": 1.5}, "feature 'f' is null or NaN"),  # the first feature's first rule wins
+    ],
+)
+def test_each_rule_gives_one_reason_everywhere(change: dict[str, object], reason: str) -> None:
+    check = RowCheck(MIXED, np.float64)
+    good = {"f": 1.0, "n": None, "i": -128, "b": True, "w": 2**62}
+    row = {**good, **change}
+    assert check.check_rows([good, row]).reason(1) == reason
+    with pytest.raises(InputError) as err:
+        check.one(row)
+    assert reason in err.value.message
+    if all(not isinstance(v, str) for v in row.values()):  # a column holds one type: text is refused whole
+        columns = {k: [good[k], row[k]] for k in good}
+        assert check.check(columns).reason(1) == reason
+        table = pa.table(
+            {k: pa.array([np.nan if v is None else float(v) for v in vals]) for k, vals in columns.items()}
+        )
+        assert check.check(table).reason(1) == reason
+        assert check.check(table.to_pandas()).reason(1) == reason
+
+
+values = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.floats(min_value=-4e38, max_value=4e38),
+    st.sampled_from([F32_OVERFLOW, -F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0)), 2.0**63, -(2.0**63), 127.0,
+                     128.0, -129.0, 0.5, 1.0, 0.0]),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.none(),
+    st.booleans(),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.fixed_dictionaries(dict.fromkeys(("f", "n", "i", "b", "w"), values)),
+    st.sampled_from([np.float64, np.float32]),
+)
+def test_the_one_row_path_agrees_with_the_vectorized_rules(row: dict[str, object], dtype: type) -> None:
+    """``one`` decides "clean" on its own (no arrays for a good row): it must accept exactly the rows the
+    vectorized rules accept, with the same matrix, and refuse the others with the same reason."""
+    check = RowCheck(MIXED, dtype)
+    checked = check.check_rows([row])
+    if not checked.ok[0]:
+        with pytest.raises(InputError) as err:
+            check.one(row)
+        assert err.value.message == checked.reason(0)
+        return
+    x = check.one(row)
+    np.testing.assert_array_equal(x, checked.x)
+    assert x.dtype == np.dtype(dtype)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.fixed_dictionaries(dict.fromkeys(("f", "n", "i", "b", "w"), values)),
+    st.sampled_from([np.float64, np.float32]),
+)
+def test_the_openapi_bounds_are_the_check(row: dict[str, object], dtype: type) -> None:
+    """A value the JSON Schema of its feature accepts is a value the check accepts, and the other way."""
+    import jsonschema
+
+    check = RowCheck(MIXED, dtype)
+    for f in MIXED.inputs:
+        value = row[f.name]
+        if isinstance(value, float) and not np.isfinite(value):
+            continue  # JSON has no NaN or infinity
+        valid = jsonschema.Draft202012Validator(check.json_schema(f)).is_valid(value)
+        base: dict[str, object] = {"f": 1.0, "n": None, "i": 0, "b": False, "w": 0}
+        accepted = check.check_rows([{**base, f.name: value}]).ok[0]
+        assert valid == accepted, (f, value, check.json_schema(f))

@@ -38,6 +38,16 @@ def registered(fraud_package: Path) -> str:
     return "models:/fraud/production"
 
 
+@pytest.fixture(scope="session")
+def as_of(fraud_log: pa.Table) -> int:
+    """The time the tests' servers read the stored windows as of: just after the last materialized event,
+    so windows hold recent events and users differ (the log is from 2025: "now" would see empty windows)."""
+    import pyarrow.compute as pc
+
+    last = pc.max(fraud_log.slice(0, 15_000)["event_time"]).cast(pa.int64()).as_py()
+    return int(last) + 1
+
+
 @pytest.fixture
 def store_url(tmp_path: Path, fraud_log: pa.Table) -> str:
     url = f"sqlite:///{tmp_path / 'features.db'}"

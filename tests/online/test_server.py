@@ -32,25 +32,32 @@ def _request(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_predict_fetches_features_and_scores_like_the_predictor(
-    registered: str, store_url: str, fraud_log: pa.Table
+    registered: str, store_url: str, fraud_log: pa.Table, as_of: int
 ) -> None:
     rows = fraud_log.slice(15_000, 50).to_pylist()
-    with running(_settings(registered, store_url, cache_size=0)) as base:
-        now = int(time.time() * 1000)
+    with running(_settings(registered, store_url, cache_size=0), clock=lambda: as_of) as base:
         got = [httpx.post(base + "/predict", json=_request(r)).json() for r in rows]
     store = open_store(store_url)
-    expected_features = OnlineFeatures(FRAUD_FEATURES, store).get([r["user_id"] for r in rows], at_ms=now)
+    expected_features = OnlineFeatures(FRAUD_FEATURES, store).get([r["user_id"] for r in rows], at_ms=as_of)
     store.close()
+    # the store matters here: windows as of the server's clock hold recent events ...
+    assert sum(f is not None and f["txn_count_1h"] > 0 for f in expected_features) >= 5
     p = load_predictor(registered)
+    empty = OnlineFeatures(FRAUD_FEATURES).empty(as_of)
+    ignored_store = 0
     for r, g, f in zip(rows, got, expected_features, strict=True):
         assert f is not None
         assert g["model_version"] == "1"
         assert g["degraded"] is False
+        assert g["entity_found"] is True
         assert len(g["request_id"]) == 32
-        want = p.predict_one({**f, **{k: r[k] for k in ("amount", "merchant_category", "device")}})
-        assert g["score"] == pytest.approx(float(want["score"]), abs=1e-6)  # type: ignore[arg-type]
+        fields = {k: r[k] for k in ("amount", "merchant_category", "device")}
+        want = p.predict_one({**f, **fields})
+        assert g["score"] == float(want["score"])  # type: ignore[arg-type]
         assert g["label"] == want["label"]
         assert "decision" not in g  # the package set no threshold of its own
+        ignored_store += g["score"] != p.predict_one({**empty, **fields})["score"]
+    assert ignored_store >= 5  # ... and a server that ignored it would have answered otherwise
 
 
 def test_oip_endpoints_follow_the_spec(registered: str, store_url: str) -> None:

@@ -112,7 +112,9 @@ class Assembly:
         key = row.get(self.key)
         if not isinstance(key, str) or not key:
             shown = "missing" if key is None else f"{type(key).__name__} {key!r:.40}"
-            raise InputError(f"{where}: field {self.key!r} (the entity id) must be a non-empty string, got {shown}")
+            raise InputError(
+                f"{where}: field {self.key!r} (the entity id) must be a non-empty string, got {shown}"
+            )
         return key
 
     def row(self, request: Mapping[str, Any], computed: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -128,7 +130,8 @@ class Assembly:
     ) -> dict[str, Any]:
         """Model input columns (by feature name) of a columnar batch (an Arrow record batch or table, or a
         mapping of columns): the caller's columns, then what fourfold computed."""
-        get = batch.column if hasattr(batch, "column") and not isinstance(batch, Mapping) else batch.__getitem__
+        arrow = hasattr(batch, "column") and not isinstance(batch, Mapping)
+        get = batch.column if arrow else batch.__getitem__
         out: dict[str, Any] = {name: get(field) for name, field in self.request}
         if computed:
             for name in self.computed:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from fourfold.errors import InputError, NotFoundError
+from fourfold.errors import InputError
 from fourfold.features.definitions import (
     DefinitionError,
     EventSource,
@@ -49,7 +49,7 @@ from fourfold.features.definitions import (
     RequestFeature,
     WindowedFeature,
 )
-from fourfold.features.state import Key, KeyState, Layout, StateError, decode, encode
+from fourfold.features.state import Key, KeyState, Layout, NoStateError, StateError, decode, encode
 
 __all__ = ["IncrementalEngine", "Late", "Rejected", "Scored", "StateError", "Timestamp", "timestamp_ms"]
 
@@ -333,7 +333,7 @@ class IncrementalEngine:
         """One key's state as a blob for :meth:`load_key`."""
         st = self._states.get(key)
         if st is None:
-            raise NotFoundError(f"there is no state for key {key!r:.80}")
+            raise NoStateError(f"there is no state for key {key!r:.80}")
         return encode(self.layout, [(key, st)], kind="key", next_seq=self._seq + 1)
 
     def load_key(self, key: Key, blob: bytes) -> None:

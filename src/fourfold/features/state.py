@@ -49,6 +49,12 @@ class StateError(FourfoldError):
     status = 422
 
 
+class NoStateError(StateError):
+    """There is no state for the key asked for."""
+
+    status = 404
+
+
 @dataclass(frozen=True, slots=True)
 class Layout:
     """What a feature set's state looks like: its columns, how far back it keeps events, a fingerprint.

@@ -33,6 +33,7 @@ A column whose type cannot hold the feature at all (text, booleans for a number)
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NoReturn
@@ -127,13 +128,18 @@ class Checked:
         rule = self.rules[code]
         rows = [int(r) for r in np.flatnonzero(self.codes == code)[:100]]
         if rule.kind == "null":
-            return NullFeatureError(rule.column, rows)
+            err = NullFeatureError(rule.column, rows)
+            if len(self.ok) == 1:  # one row: the reason itself, as every pattern gives it
+                err.message = rule.reason
+                err.args = (rule.reason,)
+            return err
         names = [r.column for r in self.rules if r.kind == "missing"]
         if rule.kind == "missing" and len(self.ok) == 1:
             return MissingFeatureError(rule.column, names, model=self.model)
         count = int(np.count_nonzero(self.codes == code))
-        where = f"row {first}" if count == 1 else f"{count} rows (row {first}, ...)"
-        text = f"{self.details.get(first) or rule.reason} in {where}"
+        text = self.details.get(first) or rule.reason
+        if len(self.ok) > 1:  # one row needs no row number
+            text += f" in row {first}" if count == 1 else f" in {count} rows (row {first}, ...)"
         if rule.kind == "required":
             return InputError(text)
         return FeatureTypeError.because(rule.column, text)
@@ -428,19 +434,50 @@ class RowCheck:
         return out
 
     def json_schema(self, f: Feature) -> dict[str, Any]:
-        """The JSON Schema of a value of feature ``f`` that this check accepts (OpenAPI's bounds)."""
+        """The JSON Schema of a value of feature ``f`` that this check accepts (OpenAPI's bounds).
+
+        The rules judge the double a JSON number parses to, so a bound is stated as the real number where
+        that rounding crosses it (exact, in Python ints): e.g. a float32 model refuses doubles from
+        ``2**128 - 2**103`` on, which is every JSON number from ``2**128 - 2**103 - 2**74`` on."""
         schema: dict[str, Any]
         bounds = _bounds(f.dtype)
-        if bounds is not None:  # int64's bounds as the float64 values the check compares with
-            lo, hi = (int(b) if abs(b) < 2**53 else b for b in bounds)
-            schema = {"type": "integer", "minimum": lo, "maximum": hi}
+        if bounds is not None:
+            lo, hi = bounds
+            schema = {"type": "integer", **_json_bound(lo, "minimum"), **_json_bound(hi, "maximum")}
         elif f.dtype == "bool":
             schema = {"anyOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": 1}]}
-        else:
-            schema = {"type": "number"}
-            if self.limit < _INF:
-                schema |= {"exclusiveMinimum": -self.limit, "exclusiveMaximum": self.limit}
+        elif self.limit < _INF:  # float32: |x| < limit, exclusive
+            schema = {"type": "number", **_json_bound(-self.limit, "exclusiveMinimum"),
+                      **_json_bound(self.limit, "exclusiveMaximum")}  # fmt: skip
+        else:  # float64: every finite double
+            big = sys.float_info.max
+            schema = {"type": "number", **_json_bound(-big, "minimum"), **_json_bound(big, "maximum")}
         return {"anyOf": [schema, {"type": "null"}]} if f.nullable else schema
+
+
+def _json_bound(b: float, key: str) -> dict[str, int | float]:
+    """A JSON Schema bound for "the double a number parses to is within ``b``" (``key`` says which side
+    and whether ``b`` itself is in): the real halfway to the next double, with round-half-to-even
+    deciding whether that halfway point is in. Below 2**53 a bound is exact as it is."""
+    if abs(b) < 2.0**53:
+        return {key: int(b) if b == int(b) else b}
+    upper = key in ("maximum", "exclusiveMaximum")
+    inclusive = key in ("maximum", "minimum")
+    x = b if upper else -b  # work on the upper side; the lower one is its mirror
+    exact = int(x)
+    mantissa, exp = math.frexp(x)
+    ulp = 2 ** (exp - 53)
+    even = int(mantissa * 2**53) % 2 == 0
+    if inclusive:  # in: d <= x. Reals up to x + ulp/2 round to x or below; the midpoint to x when even
+        threshold, closed = exact + ulp // 2, even
+    else:  # in: d < x. Reals from x - ulp/2 on round to x or above; the midpoint to x when even
+        threshold, closed = exact - ulp // 2, not even
+    name = (
+        ("maximum" if closed else "exclusiveMaximum")
+        if upper
+        else ("minimum" if closed else "exclusiveMinimum")
+    )
+    return {name: threshold if upper else -threshold}
 
 
 def _number(v: Any, is_bool: bool) -> float | None:

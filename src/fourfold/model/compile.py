@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from fourfold.errors import ConversionError, FourfoldError, ParityError
+from fourfold.extras import require
 from fourfold.model.check import RowCheck
 from fourfold.model.flavors import get_flavor
-from fourfold.model.flavors.base import require
 from fourfold.model.package import ModelPackage, load_package, sha256_file, write_manifest
 from fourfold.model.parity import ParityReport, boundary_probes, compare, split_probes, tree_splits
 from fourfold.model.runtimes import OnnxRuntime

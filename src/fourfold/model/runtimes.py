@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fourfold.model.flavors.base import require
+from fourfold.extras import require
 from fourfold.model.signature import Task
 
 __all__ = ["OnnxRuntime", "onnx_raw_output"]

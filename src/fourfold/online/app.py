@@ -17,6 +17,7 @@ import contextlib
 import gc
 import hmac
 import itertools
+import json
 import logging
 import time
 import uuid
@@ -467,7 +468,9 @@ async def metrics(request: Request, ctx: Context) -> Response:
 
 
 async def openapi_doc(request: Request, ctx: Context) -> Response:
-    return _json(openapi(ctx.model(), __version__, ctx.server.settings))
+    # the standard library's encoder: the document's bounds are exact integers beyond 64 bits
+    doc = json.dumps(openapi(ctx.model(), __version__, ctx.server.settings)).encode()
+    return Response(doc, 200)
 
 
 async def reload(request: Request, ctx: Context) -> Response:

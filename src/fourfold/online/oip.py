@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fourfold.errors import FourfoldError
+from fourfold.errors import RequestError
 from fourfold.model.signature import Signature
 
 __all__ = ["InferRequest", "OIPError", "decode_infer", "encode_infer", "model_metadata"]
@@ -43,10 +43,8 @@ _DTYPES: dict[str, Any] = {
 _OUT_TYPES = {"f": "FP64", "i": "INT64", "u": "UINT64", "b": "BOOL"}
 
 
-class OIPError(FourfoldError):
+class OIPError(RequestError):
     """A request that does not follow the Open Inference Protocol (HTTP 400, ``{"error": ...}``)."""
-
-    status = 400
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,8 @@ from fourfold.errors import (
     UnsupportedModelError,
     UntrustedModelError,
 )
+from fourfold.extras import require
 from fourfold.model.flavors import flavor_for
-from fourfold.model.flavors.base import require
 from fourfold.model.package import ModelPackage, load_package, save_model
 from fourfold.model.signature import Feature, Signature
 from fourfold.registry.uri import ModelURI

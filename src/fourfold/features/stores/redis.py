@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from fourfold.extras import require
 from fourfold.features.stores.base import (
     InValue,
     Record,
@@ -39,7 +40,6 @@ from fourfold.features.stores.base import (
     redact_url,
 )
 from fourfold.features.stores.resp import Multiplexed
-from fourfold.model.flavors.base import require
 
 if TYPE_CHECKING:
     import redis as redis_sync

@@ -9,26 +9,16 @@ all patterns share one post-processing step.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol
 
 import numpy as np
 
-from fourfold.errors import MissingExtraError
+from fourfold.extras import require
 from fourfold.model.signature import Task
 
 __all__ = ["Flavor", "NativeModel", "SavedModel", "require"]
-
-
-def require(module: str, extra: str, purpose: str) -> ModuleType:
-    """Import an optional dependency or raise :class:`MissingExtraError` naming the extra."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingExtraError(module.split(".")[0], extra, purpose) from exc
 
 
 class NativeModel(Protocol):

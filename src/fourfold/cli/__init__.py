@@ -1,0 +1,1 @@
+"""The ``fourfold`` command line: one module per command group."""

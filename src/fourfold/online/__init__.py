@@ -1,0 +1,1 @@
+"""The online pattern: ``fourfold serve`` - an ASGI app around one predictor (the ``serve`` extra)."""
