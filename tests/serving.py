@@ -1,4 +1,4 @@
-"""Test support: a real fourfold server on a free port (uvicorn in a thread)."""
+"""Test support: a real fourfold server on a free port (uvicorn in a thread), and waiting on a condition."""
 
 from __future__ import annotations
 
@@ -67,6 +67,20 @@ def redis_server() -> Iterator[int]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str = "the condition") -> object:
+    """Polls ``predicate`` every 10 ms until it returns something true, and returns that; fails naming
+    ``what`` (and the last value seen) after ``timeout`` seconds. For outcomes a test cannot make happen
+    on its own clock - a server's, another process's, Redis's - instead of a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout} s for {what}; the last check returned {last!r}")
+        time.sleep(0.01)
 
 
 def wait_ready(base: str, timeout: float = 60) -> None:

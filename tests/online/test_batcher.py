@@ -60,8 +60,22 @@ def test_one_bad_row_does_not_fail_the_others() -> None:
     assert float(other["score"][0]) == 6.0  # type: ignore[index]
 
 
+class FakeClock:
+    """Monotonic seconds that move only when the test calls :meth:`advance` (in ms)."""
+
+    def __init__(self) -> None:
+        self.now_s = 1000.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+    def advance(self, ms: float) -> None:
+        self.now_s += ms / 1000
+
+
 def test_cache_lru_ttl_and_version() -> None:
-    cache = PredictionCache(size=2, ttl_s=0.05)
+    clock = FakeClock()
+    cache = PredictionCache(size=2, ttl_s=0.05, clock=clock)
     x, y, z = np.array([1.0]), np.array([2.0]), np.array([3.0])
     cache.put("1", x, {"s": 1})
     cache.put("1", y, {"s": 2})
@@ -69,9 +83,7 @@ def test_cache_lru_ttl_and_version() -> None:
     cache.put("1", z, {"s": 3})  # evicts y, the least recently used
     assert cache.get("1", y) is None
     assert cache.get("2", x) is None  # another version never sees it
-    import time
-
-    time.sleep(0.06)
+    clock.advance(60)
     assert cache.get("1", x) is None
     assert (cache.hits, cache.misses) == (1, 3)
     with pytest.raises(ValueError, match="cache size"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -21,9 +22,30 @@ from fourfold.demo.features import FRAUD_FEATURES
 from fourfold.features.online import OnlineFeatures
 from fourfold.features.stores import open_store
 from fourfold.online.settings import ServeSettings
-from serving import free_port, redis_server, running, serve_process
+from serving import free_port, redis_server, running, serve_process, wait_until
 
 BODY = {"user_id": "u000001", "amount": 12.0, "merchant_category": 2, "device": 0}
+
+
+def _refuses(port: int) -> bool:
+    """Whether nothing listens on ``port`` any more."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _scrape(base: str, prefix: str) -> float | None:
+    """The value of the first sample in ``base``'s /metrics whose line starts with ``prefix``."""
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return None
+
+
+def _wait_all(events: list[threading.Event], timeout: float, what: str, failures: list[str]) -> None:
+    deadline = time.monotonic() + timeout
+    for event in events:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            raise AssertionError(f"waited {timeout} s for {what}; failed requests: {failures[:3]}")
 
 
 def test_redis_stopped_mid_test_degrades_then_recovers(registered: str, fraud_log: pa.Table) -> None:
@@ -41,7 +63,7 @@ def test_redis_stopped_mid_test_degrades_then_recovers(registered: str, fraud_lo
             subprocess.run(
                 ["redis-cli", "-p", str(port), "shutdown", "nosave"], check=False, capture_output=True
             )
-            time.sleep(0.2)
+            wait_until(lambda: _refuses(port), what=f"Redis on port {port} to stop")
             down = httpx.post(base + "/predict", json=BODY)
             assert down.status_code == 200, down.text
             assert down.json()["degraded"] is True
@@ -74,9 +96,10 @@ def test_hot_swap_under_load_fails_no_request(registered: str, store_url: str, f
     versions: set[str] = set()
     failures: list[str] = []
     stop = threading.Event()
+    answered = {v: [threading.Event() for _ in range(4)] for v in ("1", "2")}  # per version, per client
     with running(settings) as base:
 
-        def hammer() -> int:
+        def hammer(i: int) -> int:
             n = 0
             with httpx.Client(base_url=base, timeout=10) as client:
                 while not stop.is_set():
@@ -84,19 +107,23 @@ def test_hot_swap_under_load_fails_no_request(registered: str, store_url: str, f
                     if r.status_code != 200:
                         failures.append(r.text)
                     else:
-                        versions.add(r.json()["model_version"])
+                        version = r.json()["model_version"]
+                        versions.add(version)
+                        if version in answered:
+                            answered[version][i].set()
                     n += 1
             return n
 
         with cf.ThreadPoolExecutor(4) as pool:
-            jobs = [pool.submit(hammer) for _ in range(4)]
-            time.sleep(0.5)
-            LocalRegistry().register(fraud_package, name="fraud", aliases=["production"])  # moves the alias
-            deadline = time.monotonic() + 10
-            while "2" not in versions and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.3)
-            stop.set()
+            jobs = [pool.submit(hammer, i) for i in range(4)]
+            try:
+                _wait_all(answered["1"], 10, "every client to be answered by v1", failures)
+                # moves the alias: the server's poll picks v2 up while the clients keep sending
+                LocalRegistry().register(fraud_package, name="fraud", aliases=["production"])
+                # every client's stream of requests crosses the swap before the load stops
+                _wait_all(answered["2"], 10, "every client to be answered by v2", failures)
+            finally:
+                stop.set()
             total = sum(j.result() for j in jobs)
     assert failures == []
     assert versions == {"1", "2"}
@@ -113,22 +140,31 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 def test_sigterm_drains_in_flight_requests(registered: str, store_url: str, fourfold_home: Path) -> None:
     env = _env(fourfold_home, FOURFOLD_MAX_BATCH_WAIT_MS="0")
     with serve_process([registered, "--store", store_url], env) as (base, proc):
+        port = int(base.rsplit(":", 1)[1])
         results: list[int] = []
+        draining = threading.Event()
 
         def slow_client() -> None:  # a request still being sent when SIGTERM arrives
             def body() -> Any:
                 yield b'{"user_id": "u000001", "amount": 12.0,'
-                time.sleep(0.5)
+                draining.wait(timeout=15)
                 yield b' "merchant_category": 2, "device": 0}'
 
             r = httpx.post(base + "/predict", content=body(), headers={"content-type": "application/json",
                            "x-deadline-ms": "5000"}, timeout=10)  # fmt: skip
             results.append(r.status_code)
 
+        inflight = "fourfold_inflight_requests "
+        idle = _scrape(base, inflight)  # counts the scrape itself
+        assert idle is not None
         t = threading.Thread(target=slow_client)
         t.start()
-        time.sleep(0.2)
-        proc.send_signal(signal.SIGTERM)
+        try:
+            wait_until(lambda: (_scrape(base, inflight) or 0) > idle, what="the slow request to be in flight")
+            proc.send_signal(signal.SIGTERM)
+            wait_until(lambda: _refuses(port), what="the server to stop accepting connections on SIGTERM")
+        finally:
+            draining.set()
         t.join(timeout=15)
         assert results == [200]
         assert proc.wait(timeout=15) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once drained
@@ -178,12 +214,12 @@ def test_shared_redis_cache_serves_another_worker_and_never_another_version(
                   "cache_url": f"redis://127.0.0.1:{port}/0"}  # fmt: skip
         with running(ServeSettings(**common)) as a, running(ServeSettings(**common)) as b:  # type: ignore[arg-type]
             first = httpx.post(a + "/predict", json=BODY).json()
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:  # A writes the shared entry after answering
+
+            def stored() -> bool:
                 out = subprocess.run(["redis-cli", "-p", str(port), "dbsize"], capture_output=True, text=True)
-                if out.stdout.strip() not in ("", "0"):
-                    break
-                time.sleep(0.02)
+                return out.stdout.strip() not in ("", "0")
+
+            wait_until(stored, what="A to write the shared cache entry (it does after answering)")
             second = httpx.post(b + "/predict", json=BODY).json()
             assert second["score"] == first["score"]
             assert 'fourfold_cache_total{result="shared_hit"} 1.0' in httpx.get(b + "/metrics").text
@@ -208,18 +244,19 @@ def test_a_broken_shared_cache_never_fails_a_request(registered: str, store_url:
 def test_metrics_add_up_across_worker_processes(registered: str, store_url: str, fourfold_home: Path) -> None:
     env = _env(fourfold_home, FOURFOLD_CACHE_SIZE="0")
     with serve_process([registered, "--store", store_url, "--workers", "2"], env) as (base, _):
-        time.sleep(1.0)  # the second worker
+
+        def workers() -> int:  # each live worker that has loaded the model reports it under its pid
+            text = httpx.get(base + "/metrics").text
+            return sum(ln.startswith("fourfold_model_info{") for ln in text.splitlines())
+
+        wait_until(lambda: workers() == 2, timeout=30, what="both workers to load the model")
         n = 40
         for _ in range(n):  # new connections: the kernel spreads them over both workers
             assert httpx.post(base + "/predict", json=BODY).status_code == 200
-        time.sleep(0.3)  # each worker applies its buffered metrics every 50 ms
-        totals = []
-        for _ in range(4):  # whichever worker answers the scrape reports the sum
-            text = httpx.get(base + "/metrics").text
-            line = next(
-                ln for ln in text.splitlines() if ln.startswith('fourfold_requests_total{route="predict"')
-            )
-            totals.append(float(line.split()[-1]))
+        predict = 'fourfold_requests_total{route="predict"'
+        # each worker applies its buffered metrics every 50 ms
+        wait_until(lambda: _scrape(base, predict) == n, what=f"the scraped predict count to reach {n}")
+        totals = [_scrape(base, predict) for _ in range(4)]  # whichever worker answers reports the sum
         assert totals == [float(n)] * 4
 
 

@@ -131,7 +131,7 @@ class Assembly:
         """Model input columns (by feature name) of a columnar batch (an Arrow record batch or table, or a
         mapping of columns): the caller's columns, then what fourfold computed."""
         arrow = hasattr(batch, "column") and not isinstance(batch, Mapping)
-        get = batch.column if arrow else batch.__getitem__
+        get = getattr(batch, "column") if arrow else batch.__getitem__  # noqa: B009 - Mapping | Arrow
         out: dict[str, Any] = {name: get(field) for name, field in self.request}
         if computed:
             for name in self.computed:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,11 +22,17 @@ __all__ = ["PredictionCache"]
 
 
 class PredictionCache:
-    def __init__(self, size: int = 10_000, ttl_s: float = 60.0) -> None:
+    """At most ``size`` entries (0: no cache), each for ``ttl_s`` seconds after its ``put``. ``clock`` gives
+    the time in seconds the TTL is measured on (``time.monotonic`` unless given; tests pass a fake one)."""
+
+    def __init__(
+        self, size: int = 10_000, ttl_s: float = 60.0, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         if size < 0 or ttl_s <= 0:
             raise ValueError(f"cache size must be >= 0 and ttl > 0, got size={size}, ttl_s={ttl_s}")
         self.size = size
         self.ttl_s = ttl_s
+        self._clock = clock
         self._entries: OrderedDict[tuple[str, bytes], tuple[float, dict[str, Any]]] = OrderedDict()
         self.hits = 0
         self.misses = 0
@@ -39,7 +46,7 @@ class PredictionCache:
             return None
         key = self._key(version, x)
         entry = self._entries.get(key)
-        if entry is None or entry[0] < time.monotonic():
+        if entry is None or entry[0] < self._clock():
             if entry is not None:
                 del self._entries[key]
             self.misses += 1
@@ -52,7 +59,7 @@ class PredictionCache:
         if not self.size:
             return
         key = self._key(version, x)
-        self._entries[key] = (time.monotonic() + self.ttl_s, value)
+        self._entries[key] = (self._clock() + self.ttl_s, value)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)

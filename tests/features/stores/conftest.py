@@ -1,4 +1,5 @@
-"""Fixtures for the online stores: a real ``redis-server`` per test session, and each backend by name."""
+"""Fixtures for the online stores: a real ``redis-server`` per test session, each backend by name, and
+stores whose TTLs a test runs out (a fake clock for memory and SQLite, a wait on Redis's own clock)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,16 @@ from pathlib import Path
 
 import pytest
 
-from fourfold.features.stores import OnlineStore, open_store
+from fourfold.features.stores import (
+    AsyncAdapter,
+    AsyncOnlineStore,
+    MemoryStore,
+    OnlineStore,
+    SQLiteStore,
+    open_async_store,
+    open_store,
+)
+from serving import wait_until
 
 BACKENDS = ["memory", "sqlite", "redis"]
 
@@ -109,3 +119,68 @@ def store(url: str) -> Iterator[OnlineStore]:
     opened = open_store(url)
     yield opened
     opened.close()
+
+
+class FakeClock:
+    """Epoch milliseconds that move only when the test calls :meth:`advance`; pass as a store's ``clock``."""
+
+    def __init__(self, start_ms: int = 1_800_000_000_000) -> None:
+        self.now_ms = start_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+    def advance(self, ms: int) -> None:
+        self.now_ms += ms
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def expiring_store(backend: str, url: str, tmp_path: Path, clock: FakeClock) -> Iterator[OnlineStore]:
+    """A fresh store of ``backend`` whose TTLs :func:`expire` runs out: memory and SQLite on ``clock``."""
+    opened: OnlineStore
+    if backend == "memory":
+        opened = MemoryStore(clock=clock)
+    elif backend == "sqlite":
+        opened = SQLiteStore(tmp_path / "online.db", clock=clock)
+    else:
+        opened = open_store(url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def open_expiring_async(
+    backend: str, url: str, tmp_path: Path, clock: FakeClock
+) -> Callable[[], AsyncOnlineStore]:
+    """Opens an async store of ``backend`` whose TTLs :func:`expire` runs out (call it in the event loop that
+    uses and closes it)."""
+    if backend == "memory":
+        return lambda: AsyncAdapter(MemoryStore(clock=clock), offload=False)
+    if backend == "sqlite":
+        return lambda: AsyncAdapter(SQLiteStore(tmp_path / "online.db", clock=clock), offload=True)
+    return lambda: open_async_store(url)
+
+
+@pytest.fixture
+def expire(backend: str, url: str, namespace: str, clock: FakeClock) -> Iterator[Callable[[int], None]]:
+    """``expire(ms)`` lets ``ms`` pass for the expiring stores: memory's and SQLite's fake clock advances;
+    Redis expires keys on its own clock, so there it waits until every key of the test's namespace that
+    had at most ``ms`` left to live is gone."""
+    if backend != "redis":
+        yield clock.advance
+        return
+    import redis
+
+    with redis.Redis.from_url(url) as raw:
+
+        def wait(ms: int) -> None:
+            keys = [k for k in raw.scan_iter(f"ff:{namespace}:*") if 0 <= raw.pttl(k) <= ms]
+            if keys:
+                wait_until(lambda: raw.exists(*keys) == 0, what=f"Redis to expire {keys}")
+
+        yield wait

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import math
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from hypothesis import strategies as st
 
 from fourfold.errors import FourfoldError
 from fourfold.features.stores import (
+    AsyncOnlineStore,
     InValue,
     OnlineStore,
     Record,
@@ -121,13 +121,14 @@ def test_updates_within_one_second_and_one_millisecond_all_land(store: OnlineSto
     assert store.write(namespace, {"u1": {"n": -1.0}}, event_time_ms=T0 + 998).stale == ["u1"]
 
 
-def test_ttl_expiry(store: OnlineStore, namespace: str) -> None:
+def test_ttl_expiry(expiring_store: OnlineStore, expire: Callable[[int], None], namespace: str) -> None:
+    store = expiring_store
     store.write(namespace, {"gone": {"a": 1.0, "b": 1.0}, "kept": {"a": 1.0}}, event_time_ms=T0, ttl_s=0.2)
     store.write(namespace, {"kept": {"a": 2.0}}, event_time_ms=T0 + 1)  # no TTL: clears the expiry
     store.write(namespace, {"long": {"a": 1.0}}, event_time_ms=T0, ttl_s=60)
     store.write(namespace, {"dead": {"a": 1.0}}, event_time_ms=T0, ttl_s=0.2)
     assert store.read(namespace, ["gone"])[0] is not None
-    time.sleep(0.3)
+    expire(300)
     assert store.read(namespace, ["gone", "kept", "long"], ["a"])[0] is None
     assert [r.values for r in store.read(namespace, ["kept", "long"]) if r] == [{"a": 2.0}, {"a": 1.0}]
     # an expired entity is forgotten: an older event time applies and old fields do not come back
@@ -202,8 +203,7 @@ def test_async_store(url: str, namespace: str) -> None:
             assert await store.write(namespace, rows, event_time_ms=T0) == WriteResult(2, [])
             assert (await store.write(namespace, {"u2": {"a": 0}}, event_time_ms=T0 - 1)).stale == ["u2"]
             await store.write(namespace, {"u1": {"b": 1}}, event_time_ms=T0)  # same ms: applied, merged
-            await store.write(namespace, {"tmp": {"a": 1}}, event_time_ms=T0, ttl_s=0.2)
-            u1, u2, nobody, _ = await store.read(namespace, ["u1", "u2", "nobody", "tmp"])
+            u1, u2, nobody = await store.read(namespace, ["u1", "u2", "nobody"])
             assert nobody is None
             assert u1 is not None
             assert u2 is not None
@@ -213,10 +213,27 @@ def test_async_store(url: str, namespace: str) -> None:
             assert [r.values for r in await store.read(namespace, ["u1"], ["s"]) if r] == [{"s": "x"}]
             many = await asyncio.gather(*(store.read(namespace, ["u2"]) for _ in range(20)))
             assert all(r == [u2] for r in many)
-            await asyncio.sleep(0.3)
-            assert await store.read(namespace, ["tmp"]) == [None]
             assert await store.delete(namespace, ["u1", "nobody"]) == 1
             assert await store.read(namespace, ["u1"]) == [None]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_async_ttl_expiry(
+    open_expiring_async: Callable[[], AsyncOnlineStore], expire: Callable[[int], None], namespace: str
+) -> None:
+    async def main() -> None:
+        store = open_expiring_async()
+        try:
+            await store.write(namespace, {"tmp": {"a": 1}, "kept": {"a": 2}}, event_time_ms=T0, ttl_s=0.2)
+            await store.write(namespace, {"kept": {"a": 3}}, event_time_ms=T0)  # no TTL: clears the expiry
+            assert (await store.read(namespace, ["tmp"]))[0] is not None
+            await asyncio.to_thread(expire, 300)
+            assert await store.read(namespace, ["tmp"]) == [None]
+            assert [r.values for r in await store.read(namespace, ["kept"]) if r] == [{"a": 3.0}]
+            assert await store.delete(namespace, ["tmp", "kept"]) == 1
         finally:
             await store.close()
 

@@ -12,7 +12,7 @@ Expired entities read as ``None`` and are purged when next touched, and by a swe
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fourfold.features.stores.base import (
@@ -44,12 +44,17 @@ class _Entry:
 
 
 class MemoryStore:
-    """An :class:`~fourfold.features.stores.OnlineStore` in this process's memory; thread-safe."""
+    """An :class:`~fourfold.features.stores.OnlineStore` in this process's memory; thread-safe.
 
-    def __init__(self) -> None:
+    ``clock`` gives "now" in ms since the epoch: write times, expiry, reads, deletes and sweeps all read
+    it (the wall clock unless given; tests pass a fake one to run TTLs out without waiting).
+    """
+
+    def __init__(self, *, clock: Callable[[], int] = now_ms) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._data: dict[str, dict[str, _Entry]] = {}
-        self._last_sweep = now_ms()
+        self._last_sweep = clock()
 
     def write(
         self,
@@ -60,7 +65,7 @@ class MemoryStore:
         ttl_s: float | None = None,
     ) -> WriteResult:
         entries, ttl_ms = prepare_write(namespace, rows, event_time_ms, ttl_s)
-        now = now_ms()
+        now = self._clock()
         expires = None if ttl_ms is None else now + ttl_ms
         stale: list[str] = []
         with self._lock:
@@ -84,7 +89,7 @@ class MemoryStore:
         check_namespace(namespace)
         check_entities(entities)
         check_fields(fields)
-        now = now_ms()
+        now = self._clock()
         out: list[Record | None] = []
         with self._lock:
             table = self._data.get(namespace, {})
@@ -101,7 +106,7 @@ class MemoryStore:
     def delete(self, namespace: str, entities: Sequence[str]) -> int:
         check_namespace(namespace)
         check_entities(entities)
-        now = now_ms()
+        now = self._clock()
         removed = 0
         with self._lock:
             table = self._data.get(namespace, {})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,12 +66,20 @@ def _marks(n: int) -> str:
 
 
 class SQLiteStore:
-    """An :class:`~fourfold.features.stores.OnlineStore` in a SQLite file (or ``":memory:"``)."""
+    """An :class:`~fourfold.features.stores.OnlineStore` in a SQLite file (or ``":memory:"``).
 
-    def __init__(self, path: str | Path = ":memory:", *, timeout_s: float = 5.0) -> None:
+    ``timeout_s``: how long a write waits for another process's lock. ``clock`` gives "now" in ms since
+    the epoch: write times, expiry, reads, deletes and sweeps all read it (the wall clock unless given;
+    tests pass a fake one to run TTLs out without waiting). Processes sharing a file should share a clock.
+    """
+
+    def __init__(
+        self, path: str | Path = ":memory:", *, timeout_s: float = 5.0, clock: Callable[[], int] = now_ms
+    ) -> None:
         self.path = str(path)
+        self._clock = clock
         self._lock = threading.RLock()
-        self._last_sweep = now_ms()
+        self._last_sweep = clock()
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -121,7 +129,7 @@ class SQLiteStore:
         entries, ttl_ms = prepare_write(namespace, rows, event_time_ms, ttl_s)
         if not entries:
             return WriteResult(0, [])
-        now = now_ms()
+        now = self._clock()
         expires = None if ttl_ms is None else now + ttl_ms
         stale: list[str] = []
         with self._transaction() as conn:
@@ -162,7 +170,7 @@ class SQLiteStore:
         if inline and not fields:
             field_sql = " AND 0"  # no fields asked: only whether the entity exists, and its times
         field_args = tuple(fields) if inline and fields else ()
-        now = now_ms()
+        now = self._clock()
         found: dict[str, tuple[int, int, dict[str, Value]]] = {}
         size = _CHUNK - len(field_args)
         with self._lock, self._errors():
@@ -194,7 +202,7 @@ class SQLiteStore:
     def delete(self, namespace: str, entities: Sequence[str]) -> int:
         check_namespace(namespace)
         check_entities(entities)
-        now = now_ms()
+        now = self._clock()
         removed = 0
         with self._transaction() as conn:
             for chunk in _chunks(list(dict.fromkeys(entities))):
