@@ -1,5 +1,5 @@
 """Batch scoring, one command, one table: fourfold's local and Spark engines against the raw ceiling
-(the fastest verified runtime's vectorized predict over the table already in memory, no I/O), a
+(the package's runtime's vectorized predict over the table already in memory, no I/O), a
 hand-written pyarrow read -> predict -> write loop, and the seed's Spark code (broadcast model + pandas
 UDF) on local[2] - on the demo model and N rows of the demo's features split into parquet files.
 
@@ -87,12 +87,18 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--no-spark", action="store_true", help="skip the two Spark rows")
+    ap.add_argument(
+        "--runtime",
+        default="auto",
+        choices=("auto", "native", "onnx"),
+        help="auto: the runtime the package's compile recorded (what every pattern uses)",
+    )
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="ff-batch-bench-"))
     os.environ["FOURFOLD_HOME"] = str(home)
 
-    from fourfold import Predictor, load_package, resolve
-    from fourfold.batch import BatchJob, run_batch
+    from fourfold import Predictor, resolve
+    from fourfold.batch import run_batch
     from fourfold.demo.data import generate_transactions
     from fourfold.demo.features import FEATURES, featurize
     from fourfold.demo.run import run_demo
@@ -110,13 +116,13 @@ def main() -> None:
         os.link(f, tenth / Path(f).name)
     n = table.num_rows
 
-    runtime = BatchJob._fastest_runtime(load_package(pkg.path).with_version(pkg.version))
-    p = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
-    x = p.matrix(table)
+    p = Predictor(pkg, runtime=args.runtime)  # auto: the runtime the package's compile chose
+    runtime = p.runtime
+    x = p.check(table).x
 
     def ceiling() -> float:
         t0 = time.perf_counter()
-        p.predict_matrix(x)
+        p.score(x)
         return n / (time.perf_counter() - t0)
 
     def loop() -> float:  # a plain pyarrow read -> predict -> write loop, one process
@@ -131,7 +137,13 @@ def main() -> None:
 
     def local() -> float:
         t0 = time.perf_counter()
-        run_batch(model=uri, input=str(home / "input"), output=str(home / "out"), id_cols=("event_id",))
+        run_batch(
+            model=uri,
+            input=str(home / "input"),
+            output=str(home / "out"),
+            id_cols=("event_id",),
+            runtime=runtime,
+        )
         return n / (time.perf_counter() - t0)
 
     results: dict[str, float] = {}
@@ -140,7 +152,17 @@ def main() -> None:
     results["pyarrow loop"] = best(loop, args.repeat)
     results["local"] = best(local, args.repeat)
 
-    cli = [sys.executable, "-m", "fourfold.cli.main", "batch", uri, "--id-cols", "event_id"]
+    cli = [
+        sys.executable,
+        "-m",
+        "fourfold.cli.main",
+        "batch",
+        uri,
+        "--id-cols",
+        "event_id",
+        "--runtime",
+        runtime,
+    ]
     env = {**os.environ, "FOURFOLD_HOME": str(home)}
     _, rss_tenth = peak_rss_mib([*cli, "-i", str(home / "input-tenth"), "-o", str(home / "o1")], env)
     _, rss_full = peak_rss_mib([*cli, "-i", str(home / "input"), "-o", str(home / "o2")], env)

@@ -27,9 +27,9 @@ from hypothesis import strategies as st
 
 from conftest import FEATURES, build
 from fourfold import FourfoldError, LocalRegistry, save_model
-from fourfold.errors import NotFoundError
 from fourfold.batch import run_batch
 from fourfold.batch.schedule import render_partition, run_every, stop_on_signals
+from fourfold.errors import NotFoundError
 
 
 def at(text: str) -> datetime:

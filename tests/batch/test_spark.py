@@ -8,8 +8,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -21,9 +20,9 @@ from typer.testing import CliRunner
 from conftest import FEATURES
 from fourfold import load_predictor
 from fourfold.batch import JobFailed, run_batch
-from fourfold.batch.rows import check_rows
-from fourfold.batch.spark import F32_OVERFLOW, reason_column, score_on_spark, spark_session
+from fourfold.batch.spark import reason_column, spark_session
 from fourfold.cli.main import app
+from fourfold.model.check import F32_OVERFLOW, RowCheck
 from fourfold.model.package import MANIFEST, sha256_file
 from fourfold.model.signature import Feature, Signature
 from fourfold.registry.resolve import resolve
@@ -101,8 +100,9 @@ def test_scores_equal_the_predictor_and_the_output_is_typed(
     assert (summary.engine, summary.rows_in, summary.rows_out, summary.rejected) == ("spark", 900, 900, 0)
     assert json.loads((dest / "_SUCCESS").read_text())["engine"] == "spark"
     names = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*"))
-    assert names[0] == "_SUCCESS"
-    assert all(re.fullmatch(r"part-spark-\d{5}\.parquet", n) for n in names[1:]), names  # no crc, no _spark
+    assert names[:2] == ["_FOURFOLD", "_SUCCESS"]
+    assert all(re.fullmatch(r"part-spark-\d{5}\.parquet", n) for n in names[2:]), names  # no crc, no _spark
+    assert sorted(json.loads((dest / "_FOURFOLD").read_text())["files"]) == names[1:]
     assert not list(tmp_path.joinpath("out").glob(".staging-*"))
 
     out = _read(dest)
@@ -138,28 +138,22 @@ def test_bad_rows_counts_and_scores_equal_the_local_engine(
     assert qb.schema == qa.schema  # every input column + _reason
     assert _rows(qb) == _rows(qa)
     assert set(qb["_reason"].to_pylist()) == {
-        "missing id 'user_id'", "feature 'x1' is null, NaN or infinite",
-        "feature 'x2' is null, NaN or infinite", "feature 'x3' is null, NaN or infinite",
-        "feature 'x4' is null, NaN or infinite",
+        "missing 'user_id'", "feature 'x1' is null or NaN",
+        "feature 'x2' is infinite (or beyond the float64 range)", "feature 'x3' is null or NaN",
+        "feature 'x4' is infinite (or beyond the float64 range)",
     }  # fmt: skip
 
-    # the histogram behind the quantiles is exactly np.histogram of the written scores
-    from fourfold.batch import BatchJob
-    from fourfold.batch.sources import open_source
-
-    staging = tmp_path / "staging"
-    staging.mkdir()
-    job = BatchJob(output=str(tmp_path / "unused"), **kw, **SPARK)
-    [counts] = score_on_spark(job, resolve(model_uri), open_source(str(tmp_path / "in")), staging, "native")
-    hist, _ = np.histogram(a["score"].to_numpy(), bins=20, range=(0.0, 1.0))
-    assert counts == {"rows_in": local.rows_in, "rows_out": local.rows_out, "rejected": local.rejected,
-                      "hist": hist.tolist()}  # fmt: skip
+    # the quantiles are real ones: np.quantile of the written scores, within one bin of 1 / 65,536
+    scores = b["score"].to_numpy()
+    for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
+        assert abs(on_spark.score_quantiles[name] - np.quantile(scores, q)) <= 2e-5, name
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_spark_sql_validation_gives_check_rows_reasons(spark: Any, tmp_path: Path, dtype: type) -> None:
-    """Edge values (float32's overflow boundary, NaN, +-inf, null) in double, float, int and bool columns,
-    nullable and not: the ``_reason`` column equals the local engine's :func:`check_rows`."""
+def test_spark_sql_validation_gives_the_row_checks_reasons(spark: Any, tmp_path: Path, dtype: type) -> None:
+    """Edge values (float32's overflow boundary, NaN, +-inf, null, fractions and out-of-range values for
+    integer and bool features) in double, float, int and bool columns, nullable and not: the ``_reason``
+    column built from ``RowCheck.sql`` equals ``RowCheck.check``'s reasons - the one check, twice."""
     big = [0.0, 1e39, -1e39, F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0)), -F32_OVERFLOW,
            float(np.finfo(np.float32).max), np.inf, -np.inf, np.nan, None, 1e308, 5e-324, 1.5]  # fmt: skip
     n = len(big)
@@ -168,37 +162,59 @@ def test_spark_sql_validation_gives_check_rows_reasons(spark: Any, tmp_path: Pat
         "id": pa.array([None if i == 5 else f"r{i}" for i in range(n)]),
         "a": pa.array(big, pa.float64()),
         "b": pa.array(big[::-1], pa.float64()),
-        "c": pa.array([None if i % 4 == 0 else i for i in range(n)], pa.int64()),
+        "c": pa.array([None if i % 4 == 0 else i * 100 for i in range(n)], pa.int64()),
         "d": pa.array([None if i == 3 else float(i) for i in range(n)], pa.float32()),
         "e": pa.array([None if i == 8 else bool(i % 2) for i in range(n)]),
+        "f": pa.array([0.5 * i for i in range(n)], pa.float64()),
     })  # fmt: skip
     pq.write_table(table, tmp_path / "edge.parquet")
     sig = Signature.for_task("binary", [
         Feature("a"), Feature("b", nullable=True), Feature("c", "int64"),
-        Feature("d", "float32", nullable=True), Feature("e", "bool"),
+        Feature("d", "float32", nullable=True), Feature("e", "bool"), Feature("f", "int8"),
     ])  # fmt: skip
-    stub = cast(Any, SimpleNamespace(signature=sig, input_dtype=dtype))
-    with np.errstate(invalid="ignore", over="ignore"):  # check_rows' row sums of inf + -inf, 1e308 + 1e308
-        _, _, reasons = check_rows(table.to_batches()[0], stub, ["id"])
+    rules = RowCheck(sig, dtype)
+    reasons = rules.check(table, required=["id"]).reasons()
     assert reasons is not None
     df = spark.read.parquet(str(tmp_path / "edge.parquet"))
-    got = df.select("row", reason_column(stub, ["id"], dtype).alias("_reason")).orderBy("row").collect()
+    got = df.select("row", reason_column(rules, ["id"], df.schema).alias("_reason")).orderBy("row").collect()
     assert [r["_reason"] for r in got] == list(reasons)
-    assert len(set(reasons)) >= 4
+    assert len(set(reasons)) >= 5
 
 
-def test_the_histogram_of_the_written_scores_is_numpys(tmp_path: Path) -> None:
+def test_the_histogram_of_the_written_scores_gives_numpys_quantiles(tmp_path: Path) -> None:
     from fourfold.batch.spark import _file_histogram
 
-    edges = np.histogram_bin_edges(np.empty(0), bins=20, range=(0.0, 1.0))
-    scores = np.concatenate([
-        np.random.default_rng(1).random(500), edges, np.nextafter(edges, -1), np.nextafter(edges, 2),
-        [np.nan, -0.0, 1.0000001, -1e-300, 7.0],
-    ])  # fmt: skip
-    pq.write_table(pa.table({"score": scores[:300]}), tmp_path / "part-00000.parquet")
-    pq.write_table(pa.table({"score": scores[300:]}), tmp_path / "part-00001.parquet", row_group_size=50)
-    expected, _ = np.histogram(scores, bins=20, range=(0.0, 1.0))
-    assert _file_histogram(tmp_path, "score") == expected.tolist()
+    scores = np.concatenate([np.random.default_rng(1).beta(0.3, 4.0, 5_000), [0.0, 1.0, 0.5]])
+    pq.write_table(pa.table({"score": scores[:3_000]}), tmp_path / "part-00000.parquet")
+    pq.write_table(pa.table({"score": scores[3_000:]}), tmp_path / "part-00001.parquet", row_group_size=500)
+    hist = _file_histogram(tmp_path, "score")
+    assert hist.total == len(scores)
+    for q in (0.0, 0.01, 0.5, 0.9, 0.99, 0.999, 1.0):
+        assert abs(hist.quantile(q) - np.quantile(scores, q)) <= 2e-5, q
+
+
+def test_multiclass_output_schema_equals_the_local_engines(spark: Any, tmp_path: Path) -> None:
+    """Both engines encode outputs with ``outputs.to_arrow``: ``probabilities`` is a
+    ``list<element: double>`` in both, and the values agree."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from fourfold import save_model
+
+    data = _write_input(tmp_path / "in", files=2)
+    x = np.column_stack([data[f].to_numpy() for f in FEATURES])
+    y = np.digitize(x[:, 0], [-0.5, 0.5])
+    model = RandomForestClassifier(n_estimators=5, max_depth=3, random_state=0).fit(x, y)
+    pkg = save_model(model, tmp_path / "pkg", name="tri", sample=data.select(FEATURES))
+    kw: dict[str, Any] = {"model": str(pkg.path), "input": str(tmp_path / "in"), "id_cols": ("user_id",)}
+    run_batch(output=str(tmp_path / "local"), **kw)
+    run_batch(output=str(tmp_path / "spark"), **kw, **SPARK)
+    a, b = _read(tmp_path / "local"), _read(tmp_path / "spark")
+    assert b.schema == a.schema
+    assert a.schema.field("probabilities").type == pa.list_(pa.field("element", pa.float64()))
+    np.testing.assert_allclose(
+        np.array(b["probabilities"].to_pylist()), np.array(a["probabilities"].to_pylist()), atol=1e-12
+    )
+    assert b["label"].to_pylist() == a["label"].to_pylist()
 
 
 def test_csv_input_scores_like_the_local_engine(spark: Any, model_uri: str, tmp_path: Path) -> None:

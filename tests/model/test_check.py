@@ -242,8 +242,8 @@ def test_each_rule_gives_one_reason_everywhere(change: dict[str, object], reason
 values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=-4e38, max_value=4e38),
-    st.sampled_from([F32_OVERFLOW, -F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0)), 2.0**63, -(2.0**63), 127.0,
-                     128.0, -129.0, 0.5, 1.0, 0.0]),
+    st.sampled_from([F32_OVERFLOW, -F32_OVERFLOW, float(np.nextafter(F32_OVERFLOW, 0)), 2.0**63,
+                     -(2.0**63), 127.0, 128.0, -129.0, 0.5, 1.0, 0.0]),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.none(),
     st.booleans(),

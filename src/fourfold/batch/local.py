@@ -1,11 +1,12 @@
 """The local engine: one process (or ``workers`` spawned processes) streaming fragments through a
-reader thread, one model thread per core and a writer thread, into the sink's staging directory.
+reader thread, one model thread per core and a writer thread, into the job's staging directory.
 
-    >>> # results = score_local(job, pkg, source, todo, staging, runtime)   # one count dict per fragment
+    >>> # counts = LocalEngine(workers=1, threads=None, progress=False).run(plan)   # one per fragment
 
 Memory is bounded by the small queues between the threads (a few record batches), whatever the input
 size; a fragment's part file is renamed into place and its ``part-N.done`` marker written only once all
-its rows are in, so ``--resume`` after ``kill -9`` skips exactly the finished fragments.
+its rows are in, so ``--resume`` after ``kill -9`` skips exactly the finished fragments. Worker processes
+load the model once each and, for windowed features, the index the job saved (never the event log).
 """
 
 from __future__ import annotations
@@ -18,23 +19,22 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from fourfold.batch.engine import Plan
+from fourfold.batch.inputs import BatchInputs
 from fourfold.batch.rows import Counts, assemble, prepare_batch
-from fourfold.batch.sinks import write_json
-from fourfold.batch.sources import Fragment, Source
-from fourfold.model.package import ModelPackage
+from fourfold.batch.sources import Fragment
+from fourfold.batch.staging import done_marker, write_json
+from fourfold.batch.windowed import SavedWindowed
 from fourfold.model.predictor import Predictor
 
-if TYPE_CHECKING:
-    from fourfold.batch.job import BatchJob
-
-__all__ = ["score_fragments", "score_local"]
+__all__ = ["LocalEngine", "score_fragments"]
 
 _QUEUE = 2  # batches in flight between reader, model and writer (the memory bound)
 _END = object()
@@ -47,7 +47,7 @@ class _PartWriter:
     def __init__(self, staging: Path, frag: Fragment) -> None:
         self.part = staging / f"part-{frag.index:05d}.parquet"
         self.quarantine = staging / "_quarantine" / f"part-{frag.index:05d}.parquet"
-        self.done = staging / f"part-{frag.index:05d}.done"
+        self.done = done_marker(staging, frag.index)
         self.writer: pq.ParquetWriter | None = None
         self.qwriter: pq.ParquetWriter | None = None
         self.counts = Counts()
@@ -72,36 +72,34 @@ class _PartWriter:
             if w is not None:
                 w.close()
 
-    def finish(self) -> dict[str, Any]:
+    def finish(self) -> Counts:
         self.close()
         if self.writer is not None:
             os.replace(self.part.with_suffix(".tmp"), self.part)
         if self.qwriter is not None:
             os.replace(self.quarantine.with_suffix(".tmp"), self.quarantine)
-        write_json(self.done, asdict(self.counts))
-        return asdict(self.counts)
+        write_json(self.done, self.counts.to_json())
+        return self.counts
 
 
 class _Pipeline:
-    """Read -> score -> write for one process. The reader thread decodes, transforms and checks batches
-    and builds their matrices; ``threads`` model threads each score whole batches with one native thread
-    (no OpenMP barrier waits on a core the reader or writer is using: every core stays busy); the writer
-    thread puts the batches back in input order, assembles and encodes them. Queues are small and
+    """Read -> score -> write for one process. The reader thread decodes and checks batches (the one row
+    check builds their matrices); ``threads`` model threads each score whole batches with one native
+    thread (no OpenMP barrier waits on a core the reader or writer is using: every core stays busy); the
+    writer thread puts the batches back in input order, encodes and writes them. Queues are small and
     bounded: memory is a few batches whatever the input size. The first error anywhere stops it all."""
 
     def __init__(
-        self, predictor: Predictor, staging: Path, id_cols: Sequence[str], batch_rows: int,
-        transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None, progress: Callable[[int], None],
-        threads: int,
+        self, predictor: Predictor, staging: Path, inputs: BatchInputs, batch_rows: int,
+        progress: Callable[[int], None], threads: int,
     ) -> None:  # fmt: skip
-        self.predictor, self.staging, self.id_cols, self.batch_rows = predictor, staging, id_cols, batch_rows
-        self.transform, self.progress, self.threads = transform, progress, max(1, threads)
-        self.required: Sequence[str] = getattr(transform, "required", ())
+        self.predictor, self.staging, self.inputs, self.batch_rows = predictor, staging, inputs, batch_rows
+        self.progress, self.threads = progress, max(1, threads)
         self.inq: queue.Queue[Any] = queue.Queue(self.threads + _QUEUE)
         self.outq: queue.Queue[Any] = queue.Queue(self.threads + _QUEUE)
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
-        self.results: list[dict[str, Any]] = []
+        self.results: list[Counts] = []
 
     def fail(self, exc: BaseException) -> None:
         self.errors.append(exc)
@@ -114,10 +112,7 @@ class _Pipeline:
                 for batch in frag.batches(self.batch_rows):
                     if self.stop.is_set():
                         return
-                    batch = self.transform(batch) if self.transform else batch
-                    self.inq.put(
-                        (seq, frag, prepare_batch(batch, self.predictor, self.id_cols, self.required))
-                    )
+                    self.inq.put((seq, frag, prepare_batch(batch, self.predictor, self.inputs)))
                     seq += 1
                 self.inq.put((seq, frag, _END))
                 seq += 1
@@ -134,7 +129,7 @@ class _Pipeline:
                 out = None
                 if prep is not _END and prep.x is not None and not self.stop.is_set():
                     try:
-                        out = self.predictor.predict_matrix(prep.x)
+                        out = self.predictor.score(prep.x)
                     except BaseException as exc:
                         self.fail(exc)
                 self.outq.put((seq, frag, prep, out))
@@ -144,7 +139,7 @@ class _Pipeline:
     def write(self) -> None:
         parts: dict[int, _PartWriter] = {}
         pending: dict[int, tuple[Fragment, Any, Any]] = {}
-        version, following, running = self.predictor.version or "", 0, self.threads
+        following, running = 0, self.threads
         try:
             while running:
                 item = self.outq.get()
@@ -160,7 +155,7 @@ class _Pipeline:
                         self.results.append(parts.pop(frag.index).finish())
                         self.progress(w.counts.rows_in)
                     else:
-                        w.write(assemble(prep, out, version, w.counts), prep.bad)
+                        w.write(assemble(prep, out, self.predictor, w.counts), prep.bad)
         except BaseException as exc:
             self.fail(exc)
             while running:  # keep draining so no model thread blocks on a dead writer
@@ -169,7 +164,7 @@ class _Pipeline:
             for w in parts.values():
                 w.close()
 
-    def run(self, frags: Sequence[Fragment]) -> list[dict[str, Any]]:
+    def run(self, frags: Sequence[Fragment]) -> list[Counts]:
         threads = [threading.Thread(target=self.read, args=(frags,), daemon=True, name="ff-read")]
         threads += [
             threading.Thread(target=self.score, daemon=True, name=f"ff-model-{i}")
@@ -191,16 +186,13 @@ class _Pipeline:
 
 
 def score_fragments(
-    frags: Sequence[Fragment], predictor: Predictor, staging: Path, id_cols: Sequence[str], batch_rows: int,
-    transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    frags: Sequence[Fragment], predictor: Predictor, staging: Path, inputs: BatchInputs, batch_rows: int,
     progress: Callable[[int], None] | None = None, threads: int = 1,
-) -> list[dict[str, Any]]:  # fmt: skip
-    """Score ``frags`` into ``staging`` (see :class:`_Pipeline`); one count dict per fragment."""
+) -> list[Counts]:  # fmt: skip
+    """Score ``frags`` into ``staging`` in this process (see :class:`_Pipeline`); one Counts per fragment."""
     if threads > 1:
         predictor.set_threads(1)
-    pipeline = _Pipeline(
-        predictor, staging, id_cols, batch_rows, transform, progress or (lambda n: None), threads
-    )
+    pipeline = _Pipeline(predictor, staging, inputs, batch_rows, progress or (lambda n: None), threads)
     return pipeline.run(frags)
 
 
@@ -208,52 +200,72 @@ def score_fragments(
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(package_path: str, version: str | None, runtime: str, threads: int, job: BatchJob) -> None:
+def _init_worker(
+    package_path: str, version: str | None, runtime: str, threads: int, inputs: BatchInputs,
+    windowed: SavedWindowed | None,
+) -> None:  # fmt: skip
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # before native libs load
         os.environ[var] = "1"  # the worker's model threads run one native thread each
     from fourfold.model.package import load_package
 
     pkg = load_package(package_path).with_version(version)
     _WORKER["predictor"] = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
-    _WORKER["transform"] = job.transform(pkg)
+    _WORKER["inputs"] = inputs if windowed is None else replace(inputs, windowed=windowed.load())
     _WORKER["threads"] = threads
 
 
-def _work(frag: Fragment, staging: str, id_cols: tuple[str, ...], batch_rows: int) -> dict[str, Any]:
+def _work(frag: Fragment, staging: str, batch_rows: int) -> Counts:
     [result] = score_fragments(
-        [frag], _WORKER["predictor"], Path(staging), id_cols, batch_rows, _WORKER["transform"],
-        threads=_WORKER["threads"],
-    )  # fmt: skip
+        [frag], _WORKER["predictor"], Path(staging), _WORKER["inputs"], batch_rows, threads=_WORKER["threads"]
+    )
     return result
 
 
 # -- the engine -------------------------------------------------------------------------------------------
-def score_local(
-    job: BatchJob, pkg: ModelPackage, source: Source, todo: list[Fragment], staging: Path, runtime: str
-) -> list[dict[str, Any]]:
-    """Score the fragments still ``todo`` into ``staging``; one count dict per fragment."""
-    bar = _Progress(sum(f.rows or 0 for f in source.fragments), job.show_progress())
-    try:
-        if job.workers <= 1 or len(todo) <= 1:
-            predictor = Predictor(pkg, runtime=runtime)  # type: ignore[arg-type]
-            return score_fragments(
-                todo, predictor, staging, job.id_cols, job.batch_rows, job.transform(pkg), bar.advance,
-                threads=job.model_threads(1),
-            )  # fmt: skip
-        args = (str(pkg.path), pkg.version, runtime, job.model_threads(job.workers), job)
+@dataclass(frozen=True)
+class LocalEngine:
+    """Scores on this machine: one process (``workers=1``: the model on every core, for models that
+    release the GIL - XGBoost, LightGBM, ONNX Runtime, scikit-learn's trees) or ``workers`` spawned
+    processes of ``threads`` model threads each (default: the cores shared out)."""
+
+    workers: int = 1
+    threads: int | None = None
+    progress: bool = False
+    name: str = "local"
+
+    def model_threads(self, processes: int) -> int:
+        return self.threads or max(1, (os.cpu_count() or 1) // processes)
+
+    def run(self, plan: Plan) -> list[Counts]:
+        """Score the fragments still ``plan.todo`` into ``plan.staging``; one Counts per fragment."""
+        bar = _Progress(sum(f.rows or 0 for f in plan.todo), self.progress)
+        try:
+            if self.workers <= 1 or len(plan.todo) <= 1:
+                return score_fragments(plan.todo, plan.predictor, plan.staging, plan.inputs, plan.batch_rows,
+                                       bar.advance, threads=self.model_threads(1))  # fmt: skip
+            return self._spawn(plan, bar)
+        finally:
+            bar.close()
+
+    def _spawn(self, plan: Plan, bar: _Progress) -> list[Counts]:
+        inputs, saved = plan.inputs, None
+        if inputs.windowed is not None:  # indexed once by the job: the workers map the saved index
+            saved = inputs.windowed.save(plan.staging / "_pit")
+            inputs = replace(inputs, windowed=None)
+        pkg = plan.predictor.package
+        args = (str(pkg.path), pkg.version, plan.predictor.runtime, self.model_threads(self.workers), inputs,
+                saved)  # fmt: skip
         # spawn, not fork: the parent holds thread pools (OpenMP, Arrow) a forked child could deadlock on
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(
-            job.workers, mp_context=ctx, initializer=_init_worker, initargs=args
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=args
         ) as pool:
-            futures = [pool.submit(_work, f, str(staging), job.id_cols, job.batch_rows) for f in todo]
+            futures = [pool.submit(_work, f, str(plan.staging), plan.batch_rows) for f in plan.todo]
             results = []
             for fut in futures:
                 results.append(fut.result())
-                bar.advance(results[-1]["rows_in"])
+                bar.advance(results[-1].rows_in)
             return results
-    finally:
-        bar.close()
 
 
 class _Progress:

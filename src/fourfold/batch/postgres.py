@@ -18,7 +18,7 @@ in **one** transaction (ADBC, autocommit off):
 Readers see the old partition or the new one, never half of either; a re-run replaces the partition
 (idempotent), other partitions are untouched. If any step fails the transaction is rolled back - the
 table is as it was - and the staged parts are kept, so ``--resume`` retries the commit without scoring
-again. After the commit the quarantined rows are published (:func:`~fourfold.batch.sinks.publish_quarantine`)
+again. After the commit the quarantined rows are published (:class:`~fourfold.batch.sinks.Quarantine`)
 and the staging directory is removed.
 
 The table name is a plain or schema-qualified identifier (``scores``, ``ml.churn_scores``); it is quoted,
@@ -31,20 +31,19 @@ import contextlib
 import logging
 import re
 import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.dataset as ds
 
-from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
+from fourfold.batch.sinks import Quarantine
+from fourfold.batch.staging import home_staging
+from fourfold.batch.summary import BatchSummary
 from fourfold.errors import FourfoldError, MissingExtraError, RequestError, UnavailableError
-
-if TYPE_CHECKING:
-    from fourfold.batch.job import BatchJob, BatchSummary
 
 __all__ = ["PostgresSink", "quote_table"]
 
@@ -65,53 +64,61 @@ def quote_table(table: str) -> tuple[str | None, str, str]:
     return schema, name, ".".join(f'"{p}"' for p in parts)
 
 
-@dataclass(frozen=True)
+@dataclass
 class PostgresSink:
     """Commits the staged parts into ``table`` on ``url`` (see the module's doc)."""
 
-    job: BatchJob
     url: str
     table: str
+    partition: dict[str, str]
+    quarantine_to: Quarantine = field(repr=False)
 
     @classmethod
-    def for_job(cls, job: BatchJob) -> PostgresSink:
-        if not job.table:
+    def open(
+        cls, url: str, *, table: str | None, partition: Mapping[str, str], id_cols: Sequence[str],
+        quarantine: str | None, owner: str,
+    ) -> PostgresSink:  # fmt: skip
+        """The sink, its arguments checked and the database reached - before anything is scored."""
+        if not table:
             raise RequestError(
                 f"a postgresql:// output needs --table (the table to write), e.g. --table scores "
-                f"for {_redacted(job.output)}",
+                f"for {_redacted(url)}",
             )
-        quote_table(job.table)
-        partition = partition_values(job.partition)
+        quote_table(table)
         for key in partition:
             if not _IDENT.fullmatch(key):
                 raise RequestError(f"partition key {key!r} is not a column name")
-            if key in job.id_cols or key in ("score", "label", "model_version"):
+            if key in id_cols or key in ("score", "label", "model_version"):
                 raise RequestError(f"partition key {key!r} clashes with an output column")
-        sink = cls(job, job.output, job.table)
+        staging = home_staging(url, table, _spec(partition))
+        sink = cls(url, table, dict(partition), Quarantine.for_job(quarantine, staging, partition, owner))
         sink._connect().close()  # unreachable or refused: 503 now, not after scoring
         return sink
 
     @property
     def staging(self) -> Path:
-        return home_staging(self.job)
+        return home_staging(self.url, self.table, _spec(self.partition))
 
     @property
     def quarantine(self) -> Path:
-        return quarantine_dir(self.job, self.staging)
+        return self.quarantine_to.dest
 
     @property
     def destination(self) -> str:
         parts = urlsplit(self.url)
         host = parts.hostname or "localhost"
         where = f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-        return " ".join([where, f"table={self.table}", *([self.job.partition] if self.job.partition else [])])
+        return " ".join([where, f"table={self.table}", *([_spec(self.partition)] if self.partition else [])])
+
+    def guard(self, protected: Sequence[Path], *, overwrite: bool) -> None:
+        self.quarantine_to.guard(protected, overwrite=overwrite)
 
     def commit(self, summary: BatchSummary) -> None:
         staging = self.staging
         parts = sorted(staging.glob("part-*.parquet"))
         rows = self._load(parts)
         _LOG.info("committed %d rows to %s", rows, self.destination)
-        publish_quarantine(self.job, staging)
+        self.quarantine_to.publish(staging)
         shutil.rmtree(staging, ignore_errors=True)
 
     # -- the transaction -------------------------------------------------------------------------------------
@@ -119,7 +126,7 @@ class PostgresSink:
         import adbc_driver_manager
 
         schema_name, name, quoted = quote_table(self.table)
-        keys = partition_values(self.job.partition)
+        keys = self.partition
         where = " AND ".join(f'"{k}" = ${i}' for i, k in enumerate(keys, 1))
         conn = self._connect()
         try:
@@ -197,6 +204,10 @@ class PostgresSink:
             exc, f"writing table {self.table!r} on {_redacted(self.url)} failed ({what})", self.url
         )
         return UnavailableError(err.message)
+
+
+def _spec(partition: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in partition.items())
 
 
 def _empty(schema: pa.Schema) -> pa.RecordBatchReader:

@@ -1,83 +1,54 @@
-"""One record batch of a batch job, engine-agnostic: the row checks (each bad row with its first
-reason), the model matrix, and the output rows; ``Counts`` adds them up (rows, rejects, score histogram).
+"""One record batch of a batch job, engine-agnostic: checked by the one row check, scored, and encoded by
+the one output encoder; ``Counts`` adds the batches up (rows, rejects, the score histogram).
 
-    >>> # prep = prepare_batch(batch, predictor, id_cols=("user_id",))   # checks + matrix, no model
-    >>> # table = assemble(prep, predictor.predict_matrix(prep.x), version, counts)
+    >>> # prep = prepare_batch(batch, predictor, inputs)      # Predictor.check: good rows' matrix + reasons
+    >>> # table = assemble(prep, predictor.score(prep.x), predictor, counts)   # ids + outputs + version
+
+Nothing here re-implements a rule: the reasons are :meth:`fourfold.Predictor.check`'s, the output columns
+:func:`fourfold.model.outputs.to_arrow`'s - the same in the local engine, the Spark worker and online.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 
-from fourfold.model.inputs import as_columns
+from fourfold.batch.histogram import ScoreHistogram
+from fourfold.model.outputs import to_arrow
 from fourfold.model.predictor import Predictor
 
-__all__ = ["BINS", "Counts", "Prepared", "assemble", "check_rows", "prepare_batch"]
+if TYPE_CHECKING:
+    from fourfold.batch.inputs import BatchInputs
 
-BINS = 20  # the score histogram behind the summary's quantiles: np.histogram(scores, BINS, (0, 1))
+__all__ = ["Counts", "Prepared", "assemble", "output_table", "prepare_batch"]
 
 
 @dataclass
 class Counts:
+    """Rows read, scored and rejected, and the histogram of the scores, of one or more batches."""
+
     rows_in: int = 0
     rows_out: int = 0
     rejected: int = 0
-    hist: list[int] = field(default_factory=lambda: [0] * BINS)
+    hist: ScoreHistogram = field(default_factory=ScoreHistogram)
 
     def add(self, other: Counts) -> None:
         self.rows_in += other.rows_in
         self.rows_out += other.rows_out
         self.rejected += other.rejected
-        self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
+        self.hist.merge(other.hist)
 
-    def add_scores(self, scores: np.ndarray) -> None:
-        hist, _ = np.histogram(scores, bins=BINS, range=(0.0, 1.0))
-        self.hist = [a + int(b) for a, b in zip(self.hist, hist, strict=True)]
+    def to_json(self) -> dict[str, Any]:
+        return {"rows_in": self.rows_in, "rows_out": self.rows_out, "rejected": self.rejected,
+                "hist": self.hist.to_json()}  # fmt: skip
 
-
-def check_rows(
-    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], required: Sequence[str] = ()
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(x, ok, reasons)``: the batch's model matrix (built once), which rows can be scored, and for
-    the others the first reason (``None`` when every row is fine) - all vectorized."""
-    sig = predictor.signature
-    columns = as_columns(batch, sig.feature_names)
-    x = np.empty((batch.num_rows, len(sig.inputs)), dtype=predictor.input_dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # out-of-range values become inf: rejected below
-        for j, f in enumerate(sig.inputs):
-            x[:, j] = columns[f.name]
-    ok = np.ones(batch.num_rows, dtype=bool)
-    reasons: np.ndarray | None = None
-
-    def reject(bad: np.ndarray, reason: str) -> None:
-        nonlocal reasons
-        fresh = bad & ok
-        if fresh.any():
-            if reasons is None:
-                reasons = np.full(batch.num_rows, None, dtype=object)
-            reasons[fresh] = reason
-            ok[fresh] = False
-
-    for col in id_cols:
-        ids = batch.column(col)
-        if ids.null_count:
-            reject(np.asarray(ids.is_null().to_numpy(zero_copy_only=False)), f"missing id {col!r}")
-    for col in required:  # the entity key and as-of time windowed features are computed for
-        values = batch.column(col)
-        if values.null_count:
-            reject(np.asarray(values.is_null().to_numpy(zero_copy_only=False)), f"missing {col!r}")
-    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf, 1e308 + 1e308: caught just below
-        all_finite = bool(np.isfinite(x.sum(axis=1)).all())
-    if not all_finite:  # one pass; the per-feature detail only when needed
-        finite = np.isfinite(x)
-        for j, f in enumerate(sig.inputs):
-            bad = np.isinf(x[:, j]) if f.nullable else ~finite[:, j]
-            reject(bad, f"feature {f.name!r} is null, NaN or infinite")
-    return x, ok, reasons
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Counts:
+        return cls(int(data["rows_in"]), int(data["rows_out"]), int(data["rejected"]),
+                   ScoreHistogram.from_json(data["hist"]))  # fmt: skip
 
 
 @dataclass
@@ -87,45 +58,45 @@ class Prepared:
     rows_in: int
     ids: pa.Table  # the good rows' id columns
     x: np.ndarray | None  # the good rows' model matrix (None: no good rows)
-    bad: pa.Table | None  # the bad rows, every column + ``_reason``
+    bad: pa.Table | None  # the bad rows: every input column + ``_reason``
 
 
-def prepare_batch(
-    batch: pa.RecordBatch, predictor: Predictor, id_cols: Sequence[str], required: Sequence[str] = ()
-) -> Prepared:
-    x, ok, reasons = check_rows(batch, predictor, id_cols, required)
-    ids = pa.Table.from_batches([batch.select(list(id_cols))])
+def prepare_batch(batch: pa.RecordBatch, predictor: Predictor, inputs: BatchInputs) -> Prepared:
+    """Check ``batch`` (its model columns as ``inputs`` assembles them) with :meth:`Predictor.check`."""
+    checked = predictor.check(inputs.view(batch), required=inputs.required)
+    ids = pa.Table.from_batches([batch.select(list(inputs.id_cols))])
+    reasons = checked.reasons()
     if reasons is None:
-        return Prepared(batch.num_rows, ids, x, None)
-    keep = pa.array(ok)
+        return Prepared(batch.num_rows, ids, checked.x, None)
+    ok = checked.ok
     bad = pa.Table.from_batches([batch]).filter(pa.array(~ok))
     bad = bad.append_column("_reason", pa.array(reasons[~ok].tolist(), pa.string()))
-    good = np.ascontiguousarray(x[ok]) if ok.any() else None
-    return Prepared(batch.num_rows, ids.filter(keep), good, bad)
+    good = checked.x if len(checked.x) else None
+    return Prepared(batch.num_rows, ids.filter(pa.array(ok)), good, bad)
+
+
+def output_table(
+    ids: pa.Table | pa.RecordBatch, out: dict[str, np.ndarray], predictor: Predictor
+) -> pa.Table:
+    """The output rows: ``ids``, the model's outputs (:func:`~fourfold.model.outputs.to_arrow`), then
+    ``model_version`` - the one output schema of every engine."""
+    table = ids if isinstance(ids, pa.Table) else pa.Table.from_batches([ids])
+    for name, column in to_arrow(out, predictor.signature.outputs):
+        table = table.append_column(name, column)
+    version = pa.scalar(predictor.version or "", pa.string())
+    return table.append_column("model_version", pa.repeat(version, table.num_rows))
 
 
 def assemble(
-    prep: Prepared, out: dict[str, np.ndarray] | None, version: str, counts: Counts
+    prep: Prepared, out: dict[str, np.ndarray] | None, predictor: Predictor, counts: Counts
 ) -> pa.Table | None:
-    """The output rows (ids, the model's outputs, ``model_version``); ``counts`` updated."""
+    """The output rows of a prepared batch (None when none was scored); ``counts`` updated."""
     counts.rows_in += prep.rows_in
     counts.rejected += prep.bad.num_rows if prep.bad is not None else 0
     if out is None:
         return None
-    table = prep.ids
-    for name, values in out.items():
-        table = table.append_column(name, _column(values))
-    table = table.append_column("model_version", pa.repeat(pa.scalar(version, pa.string()), table.num_rows))
+    table = output_table(prep.ids, out, predictor)
     counts.rows_out += table.num_rows
     if "score" in out:
-        counts.add_scores(out["score"])
+        counts.hist.add(out["score"])
     return table
-
-
-def _column(values: np.ndarray) -> pa.Array:
-    """A model output as an Arrow column: 1-D as is, 2-D (class probabilities) as ``list<double>``."""
-    if values.ndim == 1:
-        return pa.array(values)
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float64).ravel())
-    offsets = pa.array(np.arange(0, flat.__len__() + 1, values.shape[1], dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, flat)

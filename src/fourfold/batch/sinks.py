@@ -1,14 +1,16 @@
 """Batch sinks: where a job's scored rows are committed, all at once or not at all.
 
-    >>> # sink = open_sink(job)           # parquet directory, postgresql://..., redis:// or sqlite:/// store
-    >>> # ... engine writes parquet parts into sink.staging ...
+    >>> # sink = open_sink("scores/", partition={"date": "2025-04-15"}, model_name="churn")
+    >>> # sink.guard(protected=[Path("users/")], overwrite=False)   # before anything is staged
+    >>> # ... an engine writes parquet parts into sink.staging ...
     >>> # sink.commit(summary)
 
 Every engine writes parquet parts (``part-*.parquet``) and quarantined rows (``_quarantine/``) into
 ``sink.staging``; the sink then publishes them in one step:
 
 * **parquet** (a directory, ``{key}`` templated or ``key=value`` partitioned): the staging directory sits
-  next to the destination and becomes it by one rename (``_SUCCESS`` inside); a re-run replaces it.
+  next to the destination and becomes it by one rename (``_SUCCESS`` and the ``_FOURFOLD`` marker
+  inside); a re-run replaces it - only ever a directory the guard (``guard.py``) lets it replace.
 * **postgresql://** (``postgres.py``): the parts are bulk-loaded with COPY in one transaction that first
   deletes the partition's rows - readers see the old partition or the new one, never half of either.
 * **a feature store** (``redis://``, ``sqlite:///``; ``store.py``): each row's outputs are written as its
@@ -20,24 +22,21 @@ moved to ``quarantine`` (default ``$FOURFOLD_HOME/quarantine/<job>/``) on commit
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Protocol
 
-from fourfold.errors import RequestError
+from fourfold.batch.guard import guard_directory, resolve_path, write_marker
+from fourfold.batch.options import output_kind
+from fourfold.batch.staging import Staging, write_json
+from fourfold.batch.summary import BatchSummary
+from fourfold.errors import InvalidOptionError
 
-if TYPE_CHECKING:
-    from fourfold.batch.job import BatchJob, BatchSummary
-
-__all__ = [
-    "ParquetSink", "Sink", "clear_markers", "home_staging", "open_sink", "partition_values",
-    "publish_quarantine", "quarantine_dir", "write_json",
-]  # fmt: skip
+__all__ = ["ParquetSink", "Quarantine", "Sink", "open_sink"]
 
 
 class Sink(Protocol):
@@ -56,48 +55,35 @@ class Sink(Protocol):
         """Where the rejected rows are once committed."""
         ...
 
+    def guard(self, protected: Sequence[Path], *, overwrite: bool) -> None:
+        """Refuse, before anything is staged, a destination the commit must not replace."""
+        ...
+
     def commit(self, summary: BatchSummary) -> None:
         """Publish every part in ``staging`` at once; afterwards ``staging`` is gone."""
         ...
 
 
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
-
-
-def partition_values(partition: str | None) -> dict[str, str]:
-    """``"date=2025-04-15,region=eu"`` -> ``{"date": "2025-04-15", "region": "eu"}``."""
-    if not partition:
-        return {}
-    out: dict[str, str] = {}
-    for item in partition.split(","):
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise RequestError(f"--partition wants key=value[,key=value], got {partition!r}")
-        out[key.strip()] = value.strip()
-    return out
-
-
-@dataclass(frozen=True)
+@dataclass
 class ParquetSink:
-    dest: Path
+    dest: Path  # resolved: absolute, no symlink
+    owner: str  # the model's name, recorded in the _FOURFOLD marker
+    protected: tuple[Path, ...] = field(default=(), compare=False)  # set by guard(), checked again on commit
+    overwrite: bool = False
 
     @classmethod
-    def for_job(cls, job: BatchJob) -> ParquetSink:
-        parts = partition_values(job.partition)
-        if "{" in job.output:
+    def for_output(cls, output: str, partition: Mapping[str, str], owner: str) -> ParquetSink:
+        if "{" in output:
             try:
-                return cls(Path(job.output.format(**parts)))
-            except KeyError as exc:
-                raise RequestError(
-                    f"output template needs --partition {exc.args[0]}=...",
+                return cls(resolve_path(output.format(**partition)), owner)
+            except (KeyError, IndexError, ValueError) as exc:
+                raise InvalidOptionError(
+                    f"--output template {output!r} needs --partition {exc.args[0]}=... ({exc})"
                 ) from None
-        dest = Path(job.output)
-        for key, value in parts.items():
+        dest = Path(output.removeprefix("file://"))
+        for key, value in partition.items():
             dest = dest / f"{key}={value}"
-        return cls(dest)
+        return cls(resolve_path(dest), owner)
 
     @property
     def staging(self) -> Path:
@@ -111,10 +97,17 @@ class ParquetSink:
     def quarantine(self) -> Path:
         return self.dest / "_quarantine"  # moves with the staging directory
 
+    def guard(self, protected: Sequence[Path], *, overwrite: bool) -> None:
+        guard_directory(self.dest, protected=protected, owner=self.owner, overwrite=overwrite)
+        self.protected, self.overwrite = tuple(protected), overwrite
+
     def commit(self, summary: BatchSummary) -> None:
         staging, dest = self.staging, self.dest
-        clear_markers(staging)
+        Staging(staging).clear_markers()
         write_json(staging / "_SUCCESS", asdict(summary))
+        write_marker(staging, self.owner)
+        # the destination may have changed while the job ran: the same guard once more, just before
+        guard_directory(dest, protected=self.protected, owner=self.owner, overwrite=self.overwrite)
         trash = None
         if dest.exists():  # a re-run replaces the partition
             trash = dest.parent / f".trash-{dest.name}-{uuid.uuid4().hex}"
@@ -124,60 +117,62 @@ class ParquetSink:
             shutil.rmtree(trash, ignore_errors=True)
 
 
-def clear_markers(staging: Path) -> None:
-    """Drop the engine's bookkeeping (resume markers, job identity, spooled input) before publishing."""
-    for marker in [*staging.glob("part-*.done"), staging / "_job.json"]:
-        marker.unlink(missing_ok=True)
-    shutil.rmtree(staging / "_input", ignore_errors=True)
+@dataclass
+class Quarantine:
+    """Where a non-file sink's rejected rows go (``--quarantine``, or under ``$FOURFOLD_HOME``), guarded
+    like a parquet output: only an earlier fourfold quarantine is ever replaced."""
+
+    dest: Path
+    owner: str
+    protected: tuple[Path, ...] = field(default=(), compare=False)
+    overwrite: bool = False
+
+    @classmethod
+    def for_job(
+        cls, quarantine: str | None, staging: Path, partition: Mapping[str, str], owner: str
+    ) -> Quarantine:
+        from fourfold.settings import Settings
+
+        dest = Path(quarantine) if quarantine else Settings().home / "quarantine" / staging.name
+        for key, value in partition.items():
+            dest = dest / f"{key}={value}"
+        return cls(resolve_path(dest), owner)
+
+    def guard(self, protected: Sequence[Path], *, overwrite: bool) -> None:
+        guard_directory(self.dest, protected=protected, owner=self.owner, overwrite=overwrite,
+                        option="--quarantine")  # fmt: skip
+        self.protected, self.overwrite = tuple(protected), overwrite
+
+    def publish(self, staging: Path) -> Path | None:
+        """Move ``staging/_quarantine`` here (replacing an earlier run's), marked as fourfold's."""
+        src = staging / "_quarantine"
+        if not src.exists():
+            return None
+        write_marker(src, self.owner)
+        dest = self.dest
+        self.guard(self.protected, overwrite=self.overwrite)  # it may have changed while the job ran
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dest))
+        return dest
 
 
-def home_staging(job: BatchJob) -> Path:
-    """A private staging directory for a job whose destination is not a directory (one per output +
-    partition, so a re-run with ``--resume`` finds it)."""
-    from fourfold.settings import Settings
-
-    ident = json.dumps([job.output, job.table, job.partition], sort_keys=True)
-    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
-    return Settings().home / "batch" / f"staging-{digest}"
-
-
-def quarantine_dir(job: BatchJob, staging: Path) -> Path:
-    """Where a non-file sink's rejected rows end up: ``job.quarantine`` or under $FOURFOLD_HOME."""
-    from fourfold.settings import Settings
-
-    dest = Path(job.quarantine) if job.quarantine else Settings().home / "quarantine" / staging.name
-    for key, value in partition_values(job.partition).items():
-        dest = dest / f"{key}={value}"
-    return dest
-
-
-def publish_quarantine(job: BatchJob, staging: Path) -> Path | None:
-    """Move a non-file sink's quarantined rows to :func:`quarantine_dir` (replacing an earlier run's)."""
-    src = staging / "_quarantine"
-    if not src.exists():
-        return None
-    dest = quarantine_dir(job, staging)
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(src), str(dest))
-    return dest
-
-
-def open_sink(job: BatchJob) -> Sink:
-    """The sink ``job.output`` names: ``postgresql://`` (needs ``job.table``), ``redis://`` or
-    ``sqlite:///`` (a feature store), otherwise a parquet directory."""
-    out = job.output
-    if out.startswith(("postgresql://", "postgres://")):
+def open_sink(
+    output: str, *, partition: Mapping[str, str], model_name: str, id_cols: Sequence[str] = (),
+    table: str | None = None, quarantine: str | None = None,
+) -> Sink:  # fmt: skip
+    """The sink ``output`` names: ``postgresql://`` (needs ``table``), ``redis://`` or ``sqlite:///`` (a
+    feature store), otherwise a parquet directory."""
+    kind = output_kind(output)
+    if kind == "postgres":
         from fourfold.batch.postgres import PostgresSink
 
-        return PostgresSink.for_job(job)
-    if out.startswith(("redis://", "rediss://", "unix://", "sqlite://")):
+        return PostgresSink.open(output, table=table, partition=partition, id_cols=id_cols,
+                                 quarantine=quarantine, owner=model_name)  # fmt: skip
+    if kind == "store":
         from fourfold.batch.store import StoreSink
 
-        return StoreSink.for_job(job)
-    if "://" in out and not out.startswith("file://"):
-        raise RequestError(
-            f"unsupported batch output {out!r}: use a directory, postgresql://, redis:// or sqlite:///",
-        )
-    return ParquetSink.for_job(job)
+        return StoreSink.open(output, table=table, partition=partition, id_cols=id_cols,
+                              quarantine=quarantine, model_name=model_name)  # fmt: skip
+    return ParquetSink.for_output(output, partition, model_name)

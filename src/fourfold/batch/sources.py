@@ -24,11 +24,11 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from fourfold.batch.options import SQL_SCHEMES
 from fourfold.errors import FourfoldError, InputError, NotFoundError, RequestError
 
-__all__ = ["SQL_SCHEMES", "Fragment", "Source", "open_source"]
+__all__ = ["Fragment", "Source", "open_source"]
 
-SQL_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 _BUFFER = 1 << 20  # bytes read ahead per column stream
 
 
@@ -39,10 +39,19 @@ class Fragment:
     format: str
     rows: int | None = None  # from the parquet footer; None for CSV
     filesystem: Any = None  # a pyarrow FileSystem for remote files, None for local ones
+    size: int | None = None  # bytes, and the modification time: what a resumed job must find unchanged
+    mtime_ns: int | None = None
 
     def batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         """The fragment's rows, ``batch_rows`` at a time; memory is bounded by one row group (parquet)
-        or one block (CSV), never by the file's size."""
+        or one block (CSV), never by the file's size. A file that cannot be decoded (a corrupt page, a
+        malformed CSV line) is an :class:`InputError` naming it."""
+        try:
+            yield from self._batches(batch_rows)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"cannot read batch input file {self.path}: {_one_line(exc)}") from None
+
+    def _batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         if self.format == "parquet":
             # streamed page by page (no pre-buffering of whole column chunks): memory stays a few pages
             # per column whatever the row group size
@@ -57,12 +66,30 @@ class Fragment:
                 for start in range(0, batch.num_rows, batch_rows):
                     yield batch.slice(start, batch_rows)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """The file as a resumed job must find it again: path, size and modification time."""
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+
+
+def _one_line(exc: BaseException) -> str:
+    """A reader's error as one printable line (pyarrow's may span lines and quote raw bytes)."""
+    lines = ["".join(c if c.isprintable() else "?" for c in ln).strip() for ln in str(exc).splitlines()]
+    return "; ".join(ln for ln in lines if ln) or type(exc).__name__
+
 
 @dataclass(frozen=True)
 class Source:
     spec: str
     fragments: tuple[Fragment, ...]
     schema: pa.Schema
+
+    def local_paths(self) -> list[Path]:
+        """The local files and directory this source reads (what an output must never replace)."""
+        if self.spec.startswith(SQL_SCHEMES) or ("://" in self.spec and not self.spec.startswith("file://")):
+            return []
+        paths = [Path(f.path) for f in self.fragments]
+        root = Path(self.spec.removeprefix("file://"))
+        return [root, *paths] if root.is_dir() else paths
 
 
 def open_source(
@@ -133,5 +160,18 @@ def _files_source(spec: str, files: list[str], fs: Any) -> Source:
             counts = [pq.ParquetFile(f, filesystem=fs).metadata.num_rows for f in files]
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"cannot read batch input {spec!r} as {fmt}: {exc}") from None
-    frags = tuple(Fragment(i, f, fmt, n, fs) for i, (f, n) in enumerate(zip(files, counts, strict=True)))
+    stats = [_stat(f, fs) for f in files]
+    frags = tuple(
+        Fragment(i, f, fmt, n, fs, size, mtime)
+        for i, (f, n, (size, mtime)) in enumerate(zip(files, counts, stats, strict=True))
+    )
     return Source(spec, frags, schema)
+
+
+def _stat(path: str, fs: Any) -> tuple[int | None, int | None]:
+    """Size and modification time (ns) of a file; for a remote file what its filesystem reports."""
+    if fs is None:
+        st = Path(path).stat()
+        return st.st_size, st.st_mtime_ns
+    info = fs.get_file_info(path)
+    return info.size, info.mtime_ns

@@ -4,12 +4,11 @@ engine, committed by the same sink.
     >>> # run_batch(model="models:/churn/production", input="users/", output="scores/",
     >>> #           id_cols=("user_id",), engine="spark", spark_master="local[*]")
 
-* **Validation in Spark SQL**: one ``_reason`` column - ``CASE WHEN user_id IS NULL THEN 'missing id ...'
-  WHEN x1 IS NULL OR isnan(x1) OR abs(x1) >= inf THEN 'feature ...' ... END`` (ids first, then the
-  features in the signature's order, the first reason wins; a nullable feature is bad only when infinite;
-  with a float32 runtime ``abs(x) >= 2^128 - 2^103``, the values float32 rounds to inf) - the reasons
-  :func:`fourfold.batch.rows.check_rows` gives. Bad rows (every input column + ``_reason``) are written by
-  Spark to ``_quarantine/`` without a Python worker; good rows go through ``mapInArrow``.
+* **Validation in Spark SQL**: one ``_reason`` column built from :meth:`RowCheck.sql
+  <fourfold.model.check.RowCheck.sql>` - the one row check's rules as ``(condition, reason)`` pairs, ids
+  first, then the features in the signature's order, the first true condition wins - so a row gets the
+  reason :meth:`fourfold.Predictor.check` gives it. Bad rows (every input column + ``_reason``) are
+  written by Spark to ``_quarantine/`` without a Python worker; good rows go through ``mapInArrow``.
 * **The model is shipped, not broadcast**: the package directory (a copy named by its manifest's sha256)
   goes to the executors with ``SparkContext.addFile(path, recursive=True)``; each Python worker loads it
   once (``SparkFiles.get``, the files' sha256 verified) into a module-level cache, with one model thread
@@ -18,7 +17,8 @@ engine, committed by the same sink.
   (``spark.sql.files.minPartitionNum``, at most one per parquet row group), and a round-robin
   ``repartition`` only when the input has fewer than ``2 x defaultParallelism`` real splits.
 * **Typed output**: the schema is built from the id columns' types and the signature's outputs
-  (``score double, label bigint, ..., model_version string``).
+  (``score double, label bigint, probabilities array<double>, ..., model_version string``), the types
+  :func:`fourfold.model.outputs.to_arrow` gives the local engine.
 * **Exactly once**: Spark writes into ``staging/_spark/``; its ``part-*.parquet`` files move up to
   ``staging/part-spark-NNNNN.parquet`` (``_SUCCESS`` and ``.crc`` files dropped; the sink writes its
   own ``_SUCCESS`` on commit). Counts are exact: rows from the written files' parquet footers (checked
@@ -39,28 +39,26 @@ import os
 import shutil
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fourfold.batch.rows import BINS
+from fourfold.batch.engine import Plan
+from fourfold.batch.histogram import ScoreHistogram
+from fourfold.batch.rows import Counts
+from fourfold.batch.sources import Fragment, Source
 from fourfold.batch.spark_session import _conf, spark_session
 from fourfold.batch.spark_worker import _Model, _score_partition
-from fourfold.errors import ConflictError, FourfoldError, InputError
+from fourfold.errors import ConflictError, FourfoldError
+from fourfold.model.check import RowCheck
 from fourfold.model.package import MANIFEST, ModelPackage, sha256_file
-from fourfold.model.predictor import Predictor
+from fourfold.model.signature import Signature
 
-if TYPE_CHECKING:
-    from fourfold.batch.job import BatchJob
-    from fourfold.batch.sources import Fragment, Source
+__all__ = ["SparkEngine", "reason_column", "spark_session"]
 
-__all__ = ["score_on_spark", "spark_session"]
-
-#: the smallest |float64| that float32 rounds to infinity (FLT_MAX + half an ulp; the tie goes to even)
-F32_OVERFLOW = 2.0**128 - 2.0**103
 _PER_CORE = 3  # partitions per core: the seed's "2-4x executor cores"
 _SPARK_TYPES = {"float64": "DoubleType", "float32": "FloatType", "int64": "LongType", "int32": "IntegerType",
                 "int16": "ShortType", "int8": "ByteType", "bool": "BooleanType"}  # fmt: skip
@@ -140,26 +138,16 @@ def _col(name: str) -> Any:
     return F.col(_quote(name))
 
 
-def _double(x: float) -> str:
-    """A Spark SQL double literal for exactly ``x``."""
-    if np.isinf(x):
-        return f"CAST('{'-' if x < 0 else ''}Infinity' AS DOUBLE)"
-    return f"{float(x)!r}D"
-
-
-def reason_column(pkg: ModelPackage, id_cols: Sequence[str], input_dtype: Any) -> Any:
-    """The ``_reason`` column: NULL for a row the model can score, else the local engine's reason.
+def reason_column(rules: RowCheck, required: Sequence[str], schema: Any) -> Any:
+    """The ``_reason`` column: NULL for a row the model can score, else the reason
+    :meth:`fourfold.Predictor.check` gives it - :meth:`RowCheck.sql`'s pairs, the first true one wins.
 
     Conditions are SQL text (one Py4J call each, not one per operator); the reasons are literals."""
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
-    limit = _double(F32_OVERFLOW if np.dtype(input_dtype) == np.float32 else float("inf"))
-    cases = [(f"{_quote(c)} IS NULL", f"missing id {c!r}") for c in id_cols]
-    for f in pkg.signature.inputs:
-        d = f"CAST({_quote(f.name)} AS DOUBLE)"
-        too_big = f"abs({d}) >= {limit}"  # Spark orders NaN above every number: guarded below
-        bad = f"NOT isnan({d}) AND {too_big}" if f.nullable else f"{d} IS NULL OR isnan({d}) OR {too_big}"
-        cases.append((bad, f"feature {f.name!r} is null, NaN or infinite"))
+    floating = [c for c in required if isinstance(schema[c].dataType, T.FloatType | T.DoubleType)]
+    cases = rules.sql(required, floating)
     if not cases:
         return F.lit(None).cast("string")
     reason = F.when(F.expr(cases[0][0]), F.lit(cases[0][1]))
@@ -168,29 +156,26 @@ def reason_column(pkg: ModelPackage, id_cols: Sequence[str], input_dtype: Any) -
     return reason
 
 
-def _output_schema(df: Any, pkg: ModelPackage, id_cols: Sequence[str]) -> Any:
+def _output_schema(df: Any, signature: Signature, id_cols: Sequence[str]) -> Any:
     from pyspark.sql import types as T
 
     fields = [df.schema[c] for c in id_cols]
-    for out in pkg.signature.outputs:
+    for out in signature.outputs:
         base = getattr(T, _SPARK_TYPES[out.dtype])()
         fields.append(T.StructField(out.name, T.ArrayType(base) if out.shape else base, True))
     fields.append(T.StructField("model_version", T.StringType(), True))
     return T.StructType(fields)
 
 
-def _file_histogram(root: Path, column: str) -> list[int]:
-    """``np.histogram(scores, BINS, (0, 1))`` over the ``column`` of the parquet parts under ``root``,
-    streamed one record batch at a time (the local engine's bins)."""
-    import pyarrow.parquet as pq
-
-    counts = np.zeros(BINS, dtype=np.int64)
+def _file_histogram(root: Path, column: str) -> ScoreHistogram:
+    """The histogram of the ``column`` of the parquet parts under ``root``, streamed one record batch at
+    a time (the local engine's bins)."""
+    hist = ScoreHistogram()
     for part in sorted(root.glob("*.parquet")):
         with pq.ParquetFile(part) as f:
             for batch in f.iter_batches(columns=[column], batch_size=1 << 18):
-                values = batch.column(0).to_numpy(zero_copy_only=False)
-                counts += np.histogram(values, bins=BINS, range=(0.0, 1.0))[0]
-    return [int(c) for c in counts]
+                hist.add(batch.column(0).to_numpy(zero_copy_only=False))
+    return hist
 
 
 def _parts_rows(directory: Path) -> int:
@@ -212,9 +197,9 @@ def _move_parts(src: Path, dest: Path) -> int:
     return rows
 
 
-def _clear_staging(staging: Path, job: BatchJob) -> None:
+def _clear_staging(staging: Path, plan: Plan) -> None:
     """Drop an earlier Spark attempt's files (a resumed Spark job re-runs the whole stage)."""
-    if job.resume and any(staging.glob("part-*.done")):
+    if len(plan.todo) != len(plan.source.fragments) or any(staging.glob("part-*.done")):
         raise ConflictError(
             f"{staging} holds fragments a local-engine run finished; the Spark engine re-runs the whole "
             "job: run it without --resume",
@@ -230,74 +215,75 @@ def _spark_error(exc: BaseException) -> str:
     return (errors[-1] if errors else lines[0] if lines else type(exc).__name__)[:500]
 
 
-def score_on_spark(
-    job: BatchJob, pkg: ModelPackage, source: Source, staging: Path, runtime: str
-) -> list[dict[str, Any]]:
-    """Score ``source`` on Spark into ``staging`` (``part-spark-*.parquet`` + ``_quarantine/``); return the
-    job's counts (one entry: ``rows_in``, ``rows_out``, ``rejected``, ``hist``)."""
-    if job.transform(pkg) is not None:
-        raise InputError(
-            "the Spark engine does not compute windowed features from --events; use --engine local",
-        )
-    # the driver loads the model once: a broken package fails here, and the input dtype decides validation
-    input_dtype = Predictor(pkg, runtime=runtime).input_dtype  # type: ignore[arg-type]
-    _clear_staging(staging, job)
-    spark, created = spark_session(job.spark_master)
-    try:
-        from pyspark.errors import PySparkException
+@dataclass(frozen=True)
+class SparkEngine:
+    """Scores on Spark: the active session, or one started on ``master`` (``spark_session.py``)."""
 
-        java_error: Any = importlib.import_module("py4j.protocol").Py4JJavaError  # an uncaptured JVM error
+    master: str = "local[*]"
+    name: str = "spark"
+
+    def run(self, plan: Plan) -> list[Counts]:
+        """Score the whole ``plan.source`` on Spark into ``plan.staging`` (``part-spark-*.parquet`` +
+        ``_quarantine/``); one Counts for the job."""
+        _clear_staging(plan.staging, plan)
+        spark, created = spark_session(self.master)
         try:
-            return _run(spark, job, pkg, source, staging, runtime, input_dtype)
-        except (PySparkException, java_error) as exc:
-            raise FourfoldError(f"the Spark job failed: {_spark_error(exc)}") from exc
-    finally:
-        if created:
-            spark.stop()
+            from pyspark.errors import PySparkException
+
+            java_error: Any = importlib.import_module("py4j.protocol").Py4JJavaError  # an uncaught JVM error
+            try:
+                return [_run(spark, plan)]
+            except (PySparkException, java_error) as exc:
+                raise FourfoldError(f"the Spark job failed: {_spark_error(exc)}") from exc
+        finally:
+            if created:
+                spark.stop()
 
 
-def _run(
-    spark: Any, job: BatchJob, pkg: ModelPackage, source: Source, staging: Path, runtime: str,
-    input_dtype: Any,
-) -> list[dict[str, Any]]:  # fmt: skip
+def _run(spark: Any, plan: Plan) -> Counts:
     from pyspark.sql import functions as F
 
+    predictor, source, staging, inputs = plan.predictor, plan.source, plan.staging, plan.inputs
+    signature = predictor.signature
     cores = int(spark.sparkContext.defaultParallelism)
     target = _PER_CORE * cores
-    ids = list(job.id_cols)
-    features = [f for f in pkg.signature.feature_names if f not in job.id_cols]
+    ids = list(inputs.id_cols)
+    features = [f for f in signature.feature_names if f not in inputs.id_cols]
     ref = _Model(
-        name=_ship_package(spark, pkg), version=pkg.version, runtime=runtime, id_cols=job.id_cols,
-        outputs=tuple((o.name, o.dtype, len(o.shape)) for o in pkg.signature.outputs),
+        name=_ship_package(spark, predictor.package), version=predictor.version, runtime=predictor.runtime,
+        id_cols=inputs.id_cols,
     )  # fmt: skip
     work = staging / "_spark"
     groups = _row_groups(source)  # a parquet split without a row group's start reads nothing: ask for no more
     settings = {
         "spark.sql.files.minPartitionNum": str(target if groups is None else max(1, min(target, groups))),
-        "spark.sql.execution.arrow.maxRecordsPerBatch": str(job.batch_rows),
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(plan.batch_rows),
     }
     with _conf(spark, settings):
         df = _read(spark, source)
-        checked = df.withColumn("_reason", reason_column(pkg, ids, input_dtype))
+        renamed = {name: _col(field) for name, field in inputs.assembly.request if name != field}
+        view = df.withColumns(renamed) if renamed else df  # a request feature read from its field's column
+        checked = view.withColumn("_reason", reason_column(predictor.rules, inputs.required, df.schema))
         good = checked.where(F.col("_reason").isNull()).select(*[_quote(c) for c in [*ids, *features]])
         splits = df.rdd.getNumPartitions()
         if min(splits, groups if groups is not None else splits) < 2 * cores:
             good = good.repartition(target)  # too few real splits for the cores: spread the rows
-        scored = good.mapInArrow(functools.partial(_score_partition, ref), _output_schema(df, pkg, ids))
+        scored = good.mapInArrow(functools.partial(_score_partition, ref), _output_schema(df, signature, ids))
         spark.sparkContext.setJobDescription("fourfold batch: score")
         scored.write.mode("overwrite").parquet(_uri(work / "out"))
         rows_out = _parts_rows(work / "out")
         # the histogram from the committed files' score column on the driver: exact whatever tasks were
-        # retried, and a third of the job's time cheaper than 20 aggregates observed on every row in the JVM
-        has_score = any(o.name == "score" and not o.shape for o in pkg.signature.outputs)
-        hist = _file_histogram(work / "out", "score") if has_score else [0] * BINS
+        # retried, and a third of the job's time cheaper than aggregates observed on every row in the JVM
+        has_score = any(o.name == "score" and not o.shape for o in signature.outputs)
+        hist = _file_histogram(work / "out", "score") if has_score else ScoreHistogram()
         counted = [f.rows for f in source.fragments]
         rows_in = sum(n or 0 for n in counted) if all(n is not None for n in counted) else None
         if rows_in is None or rows_out < rows_in:  # parquet footers say whether any row was rejected
             spark.sparkContext.setJobDescription("fourfold batch: quarantine")
-            checked.where(F.col("_reason").isNotNull()).write.mode("overwrite").parquet(
-                _uri(work / "quarantine")
+            bad = checked.where(F.col("_reason").isNotNull()).select(
+                *[_quote(c) for c in df.columns], "_reason"
             )
+            bad.write.mode("overwrite").parquet(_uri(work / "quarantine"))
     moved = _move_parts(work / "out", staging)
     rejected = _move_parts(work / "quarantine", staging / "_quarantine")
     shutil.rmtree(work, ignore_errors=True)
@@ -306,5 +292,4 @@ def _run(
             f"the Spark job wrote {moved:,} of {rows_out:,} scored + {rejected:,} rejected rows for "
             f"{'?' if rows_in is None else format(rows_in, ',')} input rows; nothing was committed"
         )
-    rows_in = rows_out + rejected
-    return [{"rows_in": rows_in, "rows_out": rows_out, "rejected": rejected, "hist": hist}]
+    return Counts(rows_out + rejected, rows_out, rejected, hist)

@@ -36,7 +36,7 @@ def spark_session(master: str = "local[*]", app_name: str = "fourfold-batch") ->
     """``(session, created)``: the active (or default) SparkSession if there is one - then ``created`` is
     False and the caller must not stop it - else a new one on ``master``: no UI, quiet logs, the Python
     workers on this interpreter (local masters), one model thread per Python worker."""
-    from fourfold.model.flavors.base import require
+    from fourfold.extras import require
 
     require("pyspark", "spark", "the Spark batch engine")
     from pyspark.errors import PySparkRuntimeError

@@ -39,11 +39,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fourfold.batch.sinks import write_json
+from fourfold.batch.staging import write_json
 from fourfold.errors import FourfoldError, MissingExtraError, RequestError
 from fourfold.features.stores.base import redact_url
 
-__all__ = ["COMPLETE", "SQLError", "spool_query"]
+__all__ = ["COMPLETE", "SQLError", "database_file", "spool_query"]
 
 COMPLETE = "_COMPLETE"
 _LOG = logging.getLogger(__name__)
@@ -142,18 +142,28 @@ def _libpq_url(url: str) -> str:
     return "postgresql://" + url.split("://", 1)[1]  # libpq knows both schemes; ADBC only the long one
 
 
+def database_file(url: str) -> Path | None:
+    """The local database file a ``duckdb://`` URL names (None for ``:memory:`` and other URLs)."""
+    if not url.startswith("duckdb://"):
+        return None
+    rest = url.split("://", 1)[1].split("?", 1)[0]
+    if rest in ("", ":memory:", "/:memory:"):
+        return None
+    return Path("/" + rest.lstrip("/") if rest.startswith("/") else rest)
+
+
 @contextmanager
 def _duckdb_reader(url: str, query: str) -> Iterator[pa.RecordBatchReader]:
     try:
         import duckdb
     except ImportError:
         raise MissingExtraError("duckdb", "duckdb", "a duckdb:// input") from None
-    rest = url.split("://", 1)[1].split("?", 1)[0]
-    if rest in ("", ":memory:", "/:memory:"):
+    file = database_file(url)
+    if file is None:
         path = ":memory:"
     else:
-        path = "/" + rest.lstrip("/") if rest.startswith("/") else rest
-        if not Path(path).is_file():
+        path = str(file)
+        if not file.is_file():
             raise SQLError(
                 f"the DuckDB database {path!r} of {url!r} does not exist (write duckdb:///abs/path.duckdb, "
                 "duckdb://relative/path.duckdb or duckdb://:memory:)",

@@ -22,21 +22,19 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow.dataset as ds
 
-from fourfold.batch.sinks import home_staging, partition_values, publish_quarantine, quarantine_dir
+from fourfold.batch.sinks import Quarantine
+from fourfold.batch.staging import home_staging
+from fourfold.batch.summary import BatchSummary
 from fourfold.errors import RequestError
 from fourfold.features.stores import InValue, open_store
 from fourfold.features.stores.base import check_namespace, now_ms, redact_url
-
-if TYPE_CHECKING:
-    from fourfold.batch.job import BatchJob, BatchSummary
 
 __all__ = ["StoreSink", "event_time_ms"]
 
@@ -45,9 +43,9 @@ _CHUNK = 5_000
 _SKIP = ("model_version",)
 
 
-def event_time_ms(partition: str | None) -> int | None:
+def event_time_ms(partition: Mapping[str, str]) -> int | None:
     """Midnight UTC of the partition's ``date`` (``YYYY-MM-DD``) in ms, ``None`` without one."""
-    date = partition_values(partition).get("date")
+    date = partition.get("date")
     if date is None:
         return None
     try:
@@ -59,45 +57,60 @@ def event_time_ms(partition: str | None) -> int | None:
     return int(dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp() * 1000)
 
 
-@dataclass(frozen=True)
+@dataclass
 class StoreSink:
     """Writes the staged parts into an online store (see the module's doc)."""
 
-    job: BatchJob
     url: str
+    table: str | None  # as given: the staging directory is named after it
     namespace: str
-    key: str
+    id_cols: tuple[str, ...]
+    partition: dict[str, str]
+    quarantine_to: Quarantine = field(repr=False)
 
     @classmethod
-    def for_job(cls, job: BatchJob) -> StoreSink:
-        if not job.id_cols:
+    def open(
+        cls, url: str, *, table: str | None, partition: Mapping[str, str], id_cols: Sequence[str],
+        quarantine: str | None, model_name: str,
+    ) -> StoreSink:  # fmt: skip
+        """The sink, its arguments checked and the store reached - before anything is scored."""
+        if not id_cols:
             raise RequestError(
-                f"a feature store output ({redact_url(job.output)}) needs --id-cols: the first id column "
+                f"a feature store output ({redact_url(url)}) needs --id-cols: the first id column "
                 "is the entity key the scores are stored under",
             )
-        namespace = job.table or f"{_model_name(job.model)}__entities"
+        namespace = table or f"{model_name}__entities"
         check_namespace(namespace)
-        event_time_ms(job.partition)  # a bad date fails now, not after scoring
-        with closing(open_store(job.output)) as store:
+        event_time_ms(partition)  # a bad date fails now, not after scoring
+        with closing(open_store(url)) as store:
             store.read(namespace, ["__fourfold_probe"], ["score"])  # unreachable: 503 before scoring
-        return cls(job, job.output, namespace, job.id_cols[0])
+        staging = home_staging(url, table, _spec(partition))
+        q = Quarantine.for_job(quarantine, staging, partition, model_name)
+        return cls(url, table, namespace, tuple(id_cols), dict(partition), q)
+
+    @property
+    def key(self) -> str:
+        return self.id_cols[0]
 
     @property
     def staging(self) -> Path:
-        return home_staging(self.job)
+        return home_staging(self.url, self.table, _spec(self.partition))
 
     @property
     def quarantine(self) -> Path:
-        return quarantine_dir(self.job, self.staging)
+        return self.quarantine_to.dest
 
     @property
     def destination(self) -> str:
         return f"{redact_url(self.url)} namespace={self.namespace}"
 
+    def guard(self, protected: Sequence[Path], *, overwrite: bool) -> None:
+        self.quarantine_to.guard(protected, overwrite=overwrite)
+
     def commit(self, summary: BatchSummary) -> None:
         staging = self.staging
         parts = sorted(staging.glob("part-*.parquet"))
-        at = event_time_ms(self.job.partition)
+        at = event_time_ms(self.partition)
         when = now_ms() if at is None else at
         written = stale = 0
         with closing(open_store(self.url)) as store:
@@ -111,7 +124,7 @@ class StoreSink:
                 stale, written + stale, self.destination,
             )  # fmt: skip
         _LOG.info("wrote %d entities to %s", written, self.destination)
-        publish_quarantine(self.job, staging)
+        self.quarantine_to.publish(staging)
         shutil.rmtree(staging, ignore_errors=True)
 
     def _chunks(self, parts: list[Path]) -> Iterator[dict[str, dict[str, InValue]]]:
@@ -119,7 +132,7 @@ class StoreSink:
         if not parts:
             return
         dataset = ds.dataset([str(p) for p in parts], format="parquet")
-        ids = set(self.job.id_cols)
+        ids = set(self.id_cols)
         fields = [n for n in dataset.schema.names if n not in ids and n not in _SKIP]
         for batch in dataset.to_batches(columns=[self.key, *fields], batch_size=_CHUNK):
             keys = [str(k) for k in batch.column(0).to_pylist()]
@@ -132,7 +145,5 @@ class StoreSink:
             yield rows
 
 
-def _model_name(uri: str) -> str:
-    from fourfold.registry.resolve import resolve
-
-    return resolve(uri, verify=False).name
+def _spec(partition: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in partition.items())

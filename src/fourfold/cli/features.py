@@ -34,7 +34,11 @@ StoreOpt = Annotated[
 def load_feature_set(ref: str) -> FeatureSet:
     """A feature set from a YAML path, or from the package a model URI names."""
     path = Path(ref)
-    if path.suffix in (".yaml", ".yml") and path.is_file():
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise NotFoundError(
+                f"features file {ref} does not exist (--features takes a features.yaml or a model URI)"
+            )
         return FeatureSet.load(path)
     from fourfold.registry.resolve import resolve
 

@@ -10,8 +10,11 @@ The log's row order is its arrival order. Late and rejected events get no featur
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -165,6 +168,46 @@ class PointInTime:
             else:
                 out[feat.name] = range_aggregate(feat.agg, vals, lo, hi)
         return out
+
+    def save(self, directory: Path) -> None:
+        """Write the index to ``directory`` (NumPy ``.npy`` arrays, the keys as an Arrow IPC file), so
+        other processes :meth:`load` it - memory-mapped, shared - instead of re-reading the log.
+
+        >>> # pit.save(staging / "_pit"); PointInTime.load(staging / "_pit", fs).at(keys, ts)"""
+        directory.mkdir(parents=True, exist_ok=True)
+        np.save(directory / "comp.npy", self._comp)
+        names = list(self._columns)
+        for i, name in enumerate(names):
+            np.save(directory / f"column-{i}.npy", self._columns[name])
+        table = pa.table({"key": self._dictionary})
+        with pa.OSFile(str(directory / "keys.arrow"), "wb") as sink, pa.ipc.new_file(sink, table.schema) as w:
+            w.write_table(table)
+        meta = {"base": self._base, "top": self._top, "span": self._span, "columns": names,
+                "features": _fingerprint(self.fs)}  # fmt: skip
+        (directory / "index.json").write_text(json.dumps(meta))
+
+    @classmethod
+    def load(cls, directory: Path, fs: FeatureSet) -> PointInTime:
+        """The index :meth:`save` wrote, its arrays memory-mapped read-only; ``fs`` must be the feature
+        set it was built for (an :class:`InputError` otherwise)."""
+        meta = json.loads((directory / "index.json").read_text())
+        if meta["features"] != _fingerprint(fs):
+            raise InputError(f"the point-in-time index in {directory} was built for other windowed features")
+        pit = cls.__new__(cls)
+        pit.fs = fs
+        pit._base, pit._top, pit._span = int(meta["base"]), int(meta["top"]), int(meta["span"])
+        pit._comp = np.load(directory / "comp.npy", mmap_mode="r")
+        pit._columns = {
+            name: np.load(directory / f"column-{i}.npy", mmap_mode="r")
+            for i, name in enumerate(meta["columns"])
+        }
+        keys = pa.ipc.open_file(pa.memory_map(str(directory / "keys.arrow"))).read_all()  # zero-copy
+        pit._dictionary = keys.column("key").combine_chunks()
+        return pit
+
+
+def _fingerprint(fs: FeatureSet) -> str:
+    return hashlib.sha256(repr(fs.windowed).encode()).hexdigest()
 
 
 def _attach(rows: pa.Table, out: dict[str, Any]) -> pa.Table:
