@@ -178,3 +178,32 @@ def test_store_sink_arguments_are_checked(model_uri: str, tmp_path: Path) -> Non
     with pytest.raises(FourfoldError, match="unavailable") as err:
         run_batch(**{**kw, "output": f"redis://127.0.0.1:{free_port()}/0"}, id_cols=("user_id",))
     assert err.value.status == 503
+
+
+def test_store_sink_writes_into_the_feature_sets_entity_namespace(tmp_path: Path) -> None:
+    """Batch + Online: the namespace is the feature set's (where its online side reads entity features),
+    not the model's name - one rule, in FeatureSet.entity_namespace."""
+    from conftest import build
+    from fourfold import save_model
+    from fourfold.features import FeatureSet
+    from fourfold.features.online import OnlineFeatures
+
+    def definitions(extra: list[dict[str, Any]]) -> FeatureSet:
+        return FeatureSet.from_dict({
+            "name": "accounts", "entities": [{"name": "user", "join_key": "user_id"}],
+            "sources": [{"name": "tx", "entity": "user"}],
+            "features": [*({"name": f, "request": f} for f in FEATURES), *extra],
+        })  # fmt: skip
+
+    model, _, table = build("xgboost")
+    pkg = save_model(model, tmp_path / "m", name="churn", sample=table, features=definitions([]))
+    data = write_users(tmp_path / "in" / "a.parquet", 50)
+    url = f"sqlite:///{tmp_path / 'features.db'}"
+    summary = run_batch(model=str(pkg.path), input=str(tmp_path / "in"), output=url, id_cols=("user_id",),
+                        partition=DAY)  # fmt: skip
+    assert summary.output.endswith("namespace=accounts__entities")
+    reader = definitions([{"name": "score", "entity": "user"}])
+    with closing(open_store(url)) as store:
+        got = OnlineFeatures(reader, store).get(["u00003"])[0]
+    assert got is not None
+    assert got["score"] == pytest.approx(expected_scores(str(pkg.path), data)["u00003"], abs=1e-12)

@@ -83,7 +83,8 @@ class _Job:
                 "run without --events"
             )
         sink = open_sink(o.output, partition=o.partition_values, model_name=pkg.name, id_cols=o.id_cols,
-                         table=o.table, quarantine=o.quarantine)  # fmt: skip
+                         table=o.table, quarantine=o.quarantine,
+                         namespace=fs.entity_namespace if fs is not None else None)  # fmt: skip
         source = None if o.sql_input else open_source(o.input)
         if source is not None:
             inputs.check_schema(source.schema)

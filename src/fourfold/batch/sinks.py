@@ -35,6 +35,7 @@ from fourfold.batch.options import output_kind
 from fourfold.batch.staging import Staging, write_json
 from fourfold.batch.summary import BatchSummary
 from fourfold.errors import InvalidOptionError
+from fourfold.features.definitions import entity_namespace
 
 __all__ = ["ParquetSink", "Quarantine", "Sink", "open_sink"]
 
@@ -160,10 +161,11 @@ class Quarantine:
 
 def open_sink(
     output: str, *, partition: Mapping[str, str], model_name: str, id_cols: Sequence[str] = (),
-    table: str | None = None, quarantine: str | None = None,
+    table: str | None = None, quarantine: str | None = None, namespace: str | None = None,
 ) -> Sink:  # fmt: skip
     """The sink ``output`` names: ``postgresql://`` (needs ``table``), ``redis://`` or ``sqlite:///`` (a
-    feature store), otherwise a parquet directory."""
+    feature store: ``table``, else ``namespace`` - the feature set's entity namespace), otherwise a
+    parquet directory."""
     kind = output_kind(output)
     if kind == "postgres":
         from fourfold.batch.postgres import PostgresSink
@@ -174,5 +176,6 @@ def open_sink(
         from fourfold.batch.store import StoreSink
 
         return StoreSink.open(output, table=table, partition=partition, id_cols=id_cols,
-                              quarantine=quarantine, model_name=model_name)  # fmt: skip
+                              quarantine=quarantine, model_name=model_name,
+                              namespace=namespace or entity_namespace(model_name))  # fmt: skip
     return ParquetSink.for_output(output, partition, model_name)

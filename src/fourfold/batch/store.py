@@ -6,8 +6,9 @@
 
 The seed's "Batch + Online" hybrid: a batch job scores every entity, and the online server reads the
 score of one entity in a millisecond instead of computing it. Each scored row is written as the record of
-its entity - the first id column - in the namespace ``table`` or ``<model name>__entities`` (the online
-side's entity-feature convention); its fields are the model's outputs (``score``, ``label``, ...), not the
+its entity - the first id column - in the namespace ``table`` or the feature set's entity namespace
+(``FeatureSet.entity_namespace``: ``<feature set name>__entities``, where the online side reads entity
+features; ``<model name>__entities`` for a model without a feature set); its fields are the model's outputs (``score``, ``label``, ...), not the
 ids nor ``model_version``. Writes go in chunks of 5,000 entities, streamed from the staged parts.
 
 Event time: with a ``date`` partition key, midnight UTC of that date, so re-running the same night writes
@@ -71,7 +72,7 @@ class StoreSink:
     @classmethod
     def open(
         cls, url: str, *, table: str | None, partition: Mapping[str, str], id_cols: Sequence[str],
-        quarantine: str | None, model_name: str,
+        quarantine: str | None, model_name: str, namespace: str,
     ) -> StoreSink:  # fmt: skip
         """The sink, its arguments checked and the store reached - before anything is scored."""
         if not id_cols:
@@ -79,7 +80,7 @@ class StoreSink:
                 f"a feature store output ({redact_url(url)}) needs --id-cols: the first id column "
                 "is the entity key the scores are stored under",
             )
-        namespace = table or f"{model_name}__entities"
+        namespace = table or namespace
         check_namespace(namespace)
         event_time_ms(partition)  # a bad date fails now, not after scoring
         with closing(open_store(url)) as store:
