@@ -4,7 +4,6 @@ input file rewritten since, or another runtime (given, or chosen by ``auto``), i
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from fourfold import compile_model, load_package, save_model
 from fourfold.batch import run_batch
 from fourfold.errors import ConflictError
 from fourfold.model.predictor import Predictor
+from midway import kill_midway
 
 WriteUsers = Callable[..., pa.Table]
 
@@ -27,37 +27,13 @@ def _inputs(root: Path, write_users: WriteUsers) -> None:
         write_users(root / f"part-{i}.parquet", 400, seed=i)
 
 
-def _kill_midway(kw: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Run ``kw`` (one batch per fragment, one model thread) and let the model fail on its second call,
-    once fragment 0's marker is written: a run to resume, with exactly one finished fragment."""
-    staging = Path(kw["output"]).parent / f".staging-{Path(kw['output']).name}"
-    real = Predictor.score
-    calls: list[int] = []
-
-    def flaky(self: Predictor, x: np.ndarray) -> dict[str, np.ndarray]:
-        calls.append(len(x))
-        if len(calls) == 2:
-            deadline = time.monotonic() + 30
-            while not (staging / "part-00000.done").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)  # the writer finishes fragment 0 meanwhile
-            raise MemoryError("killed midway")
-        return real(self, x)
-
-    with monkeypatch.context() as m:
-        m.setattr(Predictor, "score", flaky)
-        with pytest.raises(MemoryError):
-            run_batch(**kw)
-    assert sorted(p.name for p in staging.glob("part-*.done")) == ["part-00000.done"]
-    return staging
-
-
 def test_resume_refuses_an_input_file_that_changed(
     model_uri: str, tmp_path: Path, write_users: WriteUsers, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _inputs(tmp_path / "in", write_users)
     kw: dict[str, Any] = {"model": model_uri, "input": str(tmp_path / "in"), "output": str(tmp_path / "out"),
                           "id_cols": ("user_id",), "batch_rows": 400, "threads": 1}  # fmt: skip
-    staging = _kill_midway(kw, monkeypatch)
+    staging = kill_midway(kw, monkeypatch)
     write_users(tmp_path / "in" / "part-0.parquet", 400, seed=7)  # the finished fragment's file, rewritten
     with pytest.raises(
         ConflictError, match=r"the input files .*part-0\.parquet.* run without --resume"
@@ -83,7 +59,7 @@ def test_resume_continues_an_unchanged_job(
     _inputs(tmp_path / "in", write_users)
     kw: dict[str, Any] = {"model": model_uri, "input": str(tmp_path / "in"), "output": str(tmp_path / "out"),
                           "id_cols": ("user_id",), "batch_rows": 400, "threads": 1}  # fmt: skip
-    staging = _kill_midway(kw, monkeypatch)
+    staging = kill_midway(kw, monkeypatch)
     identity = json.loads((staging / "_job.json").read_text())
     assert identity["runtime"] == "native"
     assert [(f["size"] > 0, f["mtime_ns"] > 0) for f in identity["files"]] == [(True, True)] * 3
@@ -107,7 +83,7 @@ def test_resume_refuses_another_runtime(
     kw: dict[str, Any] = {"model": str(pkg.path), "input": str(tmp_path / "in"),
                           "output": str(tmp_path / "out"), "id_cols": ("user_id",), "batch_rows": 400,
                           "threads": 1}  # fmt: skip
-    _kill_midway({**kw, "runtime": other}, monkeypatch)
+    kill_midway({**kw, "runtime": other}, monkeypatch)
     for runtime in ("auto", auto):  # "auto" is resolved before it is compared
         with pytest.raises(ConflictError, match=f"scored on {other}, this one on {auto}.*without --resume"):
             run_batch(**kw, runtime=runtime, resume=True)
