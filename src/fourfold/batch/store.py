@@ -8,8 +8,9 @@ The seed's "Batch + Online" hybrid: a batch job scores every entity, and the onl
 score of one entity in a millisecond instead of computing it. Each scored row is written as the record of
 its entity - the first id column - in the namespace ``table`` or the feature set's entity namespace
 (``FeatureSet.entity_namespace``: ``<feature set name>__entities``, where the online side reads entity
-features; ``<model name>__entities`` for a model without a feature set); its fields are the model's outputs (``score``, ``label``, ...), not the
-ids nor ``model_version``. Writes go in chunks of 5,000 entities, streamed from the staged parts.
+features; ``<model name>__entities`` for a model without a feature set); its fields are the model's
+outputs (``score``, ``label``, ...), not the ids nor ``model_version``. Writes go in chunks of 5,000
+entities, streamed from the staged parts.
 
 Event time: with a ``date`` partition key, midnight UTC of that date, so re-running the same night writes
 the same values again (idempotent) and a late re-run of an older night never overwrites a newer one (the
