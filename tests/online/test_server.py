@@ -164,7 +164,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_score(registered:
     p = load_predictor(registered)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(200, len(FEATURES))) * 5
-    settings = _settings(registered, store_url, cache_size=0, max_batch_wait_ms=5, deadline_ms=10_000)
+    settings = _settings(registered, store_url, cache_size=0, max_batch_wait_ms=50, deadline_ms=10_000)
     with running(settings) as base:
 
         def one(i: int) -> float:
