@@ -54,7 +54,7 @@ Errors pickle (they cross process boundaries in batch and streaming workers).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 __all__ = [
     "ComputedFieldError",
@@ -177,6 +177,15 @@ class InputError(FourfoldError):
 
     status = 422
 
+    @classmethod
+    def because(cls, feature: str, message: str, **attrs: Any) -> Self:
+        """The error with a message of its own (the row check's reason) instead of the one its
+        constructor writes; ``feature`` and ``attrs`` are set as attributes."""
+        err = cls.__new__(cls)
+        InputError.__init__(err, message)
+        err.__dict__.update(attrs, feature=feature)
+        return err
+
 
 class MissingFeatureError(InputError):
     def __init__(self, feature: str, expected: list[str], *, model: str = "the model") -> None:
@@ -199,14 +208,6 @@ class FeatureTypeError(InputError):
     def __init__(self, feature: str, expected: str, got: str) -> None:
         super().__init__(f"feature {feature!r} must be {expected}, got {got}")
         self.feature = feature
-
-    @classmethod
-    def because(cls, feature: str, message: str) -> FeatureTypeError:
-        """The error with a message of its own (a value out of the range the model takes)."""
-        err = cls.__new__(cls)
-        InputError.__init__(err, message)
-        err.feature = feature
-        return err
 
 
 class NullFeatureError(InputError):

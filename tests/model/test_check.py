@@ -178,6 +178,7 @@ def test_values_beyond_float32_are_refused_by_a_float32_runtime(tmp_path: Path) 
 # -- the one check: every rule, the same reason whatever the batch --------------------------------------
 from fourfold import InputError  # noqa: E402
 from fourfold.model.check import F32_OVERFLOW, RowCheck  # noqa: E402
+from fourfold.model.expressions import json_schema  # noqa: E402
 
 MIXED = Signature.for_task(
     "binary",
@@ -284,7 +285,7 @@ def test_the_openapi_bounds_are_the_check(row: dict[str, object], dtype: type) -
         value = row[f.name]
         if isinstance(value, float) and not np.isfinite(value):
             continue  # JSON has no NaN or infinity
-        valid = jsonschema.Draft202012Validator(check.json_schema(f)).is_valid(value)
+        valid = jsonschema.Draft202012Validator(json_schema(check, f)).is_valid(value)
         base: dict[str, object] = {"f": 1.0, "n": None, "i": 0, "b": False, "w": 0}
         accepted = check.check_rows([{**base, f.name: value}]).ok[0]
-        assert valid == accepted, (f, value, check.json_schema(f))
+        assert valid == accepted, (f, value, json_schema(check, f))

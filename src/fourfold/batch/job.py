@@ -42,11 +42,10 @@ from fourfold.errors import (
     InputError,
     InvalidOptionError,
     JobFailed,
-    NotFoundError,
     RequestError,
     UnavailableError,
 )
-from fourfold.features.definitions import FeatureSet
+from fourfold.features.definitions import FeatureSet, load_features_file
 from fourfold.features.stores.base import redact_url
 from fourfold.model.package import MANIFEST, ModelPackage, sha256_file
 from fourfold.model.predictor import Predictor
@@ -175,16 +174,8 @@ def _feature_set(features: str | None, pkg: ModelPackage) -> FeatureSet | None:
     """``features`` (a features.yaml) when given, else the feature set stored in the model package."""
     if features is None:
         return pkg.features()
-    import yaml
-
-    from fourfold.features.definitions import DefinitionError
-
-    if not Path(features).is_file():
-        raise NotFoundError(f"--features {features}: the features file does not exist")
-    try:
-        return FeatureSet.load(Path(features))
-    except (OSError, DefinitionError, yaml.YAMLError, ValueError, TypeError) as exc:
-        raise RequestError(f"--features {features}: {exc}") from None
+    return load_features_file(features, needs=pkg.signature.feature_names, model=pkg.label,
+                              label=f"--features {features}")  # fmt: skip
 
 
 def _check_rejected(limit: float | None, totals: Counts, staging: Path) -> None:

@@ -4,11 +4,12 @@ engine, committed by the same sink.
     >>> # run_batch(model="models:/churn/production", input="users/", output="scores/",
     >>> #           id_cols=("user_id",), engine="spark", spark_master="local[*]")
 
-* **Validation in Spark SQL**: one ``_reason`` column built from :meth:`RowCheck.sql
-  <fourfold.model.check.RowCheck.sql>` - the one row check's rules as ``(condition, reason)`` pairs, ids
-  first, then the features in the signature's order, the first true condition wins - so a row gets the
-  reason :meth:`fourfold.Predictor.check` gives it. Bad rows (every input column + ``_reason``) are
-  written by Spark to ``_quarantine/`` without a Python worker; good rows go through ``mapInArrow``.
+* **Validation in Spark SQL**: one ``_reason`` column built from
+  :func:`fourfold.model.expressions.sql_conditions` - the one row check's rules as ``(condition, reason)``
+  pairs, ids first, then the features in the signature's order, the first true condition wins - so a
+  row gets the reason :meth:`fourfold.Predictor.check` gives it. Bad rows (every input column +
+  ``_reason``) are written by Spark to ``_quarantine/`` without a Python worker; good rows go through
+  ``mapInArrow``.
 * **The model is shipped, not broadcast**: the package directory (a copy named by its manifest's sha256)
   goes to the executors with ``SparkContext.addFile(path, recursive=True)``; each Python worker loads it
   once (``SparkFiles.get``, the files' sha256 verified) into a module-level cache, with one model thread
@@ -54,6 +55,7 @@ from fourfold.batch.spark_session import _conf, spark_session
 from fourfold.batch.spark_worker import _Model, _score_partition
 from fourfold.errors import ConflictError, FourfoldError
 from fourfold.model.check import RowCheck
+from fourfold.model.expressions import sql_conditions
 from fourfold.model.package import MANIFEST, ModelPackage, sha256_file
 from fourfold.model.signature import Signature
 
@@ -140,14 +142,15 @@ def _col(name: str) -> Any:
 
 def reason_column(rules: RowCheck, required: Sequence[str], schema: Any) -> Any:
     """The ``_reason`` column: NULL for a row the model can score, else the reason
-    :meth:`fourfold.Predictor.check` gives it - :meth:`RowCheck.sql`'s pairs, the first true one wins.
+    :meth:`fourfold.Predictor.check` gives it - the pairs of
+    :func:`~fourfold.model.expressions.sql_conditions`, the first true one wins.
 
     Conditions are SQL text (one Py4J call each, not one per operator); the reasons are literals."""
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     floating = [c for c in required if isinstance(schema[c].dataType, T.FloatType | T.DoubleType)]
-    cases = rules.sql(required, floating)
+    cases = sql_conditions(rules, required, floating)
     if not cases:
         return F.lit(None).cast("string")
     reason = F.when(F.expr(cases[0][0]), F.lit(cases[0][1]))

@@ -18,7 +18,7 @@ import pyarrow as pa
 import typer
 
 from fourfold.errors import NotFoundError, RequestError
-from fourfold.features.definitions import FeatureSet
+from fourfold.features.definitions import FeatureSet, load_features_file
 
 FeaturesOpt = Annotated[
     str, typer.Option("--features", "-f", help="A features.yaml, or a model URI whose package holds one.")
@@ -35,11 +35,7 @@ def load_feature_set(ref: str) -> FeatureSet:
     """A feature set from a YAML path, or from the package a model URI names."""
     path = Path(ref)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise NotFoundError(
-                f"features file {ref} does not exist (--features takes a features.yaml or a model URI)"
-            )
-        return FeatureSet.load(path)
+        return load_features_file(path)
     from fourfold.registry.resolve import resolve
 
     fs = resolve(ref).features()

@@ -28,6 +28,7 @@ is a column of the input. A model without a feature set takes every feature from
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
 import numpy as np
@@ -93,7 +94,7 @@ class Assembly:
         """Refuse a caller's fields: one fourfold computes (:class:`ComputedFieldError`), a missing one
         (:class:`MissingFieldError`, listing only what the caller sends) and, with ``unknown``, one that
         is neither (:class:`UnknownFieldError`). Cheap: set operations on the names."""
-        names = given if isinstance(given, frozenset | set) else frozenset(given)
+        names = given if isinstance(given, AbstractSet) else frozenset(given)  # dict keys: no copy
         computed = self._refused & names
         if computed:
             ordered = [n for n in self.computed if n in computed]

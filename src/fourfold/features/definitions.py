@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from fourfold.errors import FourfoldError, UnavailableError
+from fourfold.errors import FourfoldError, NotFoundError, RequestError, UnavailableError
 
 __all__ = [
     "AGGREGATIONS",
@@ -50,6 +50,7 @@ __all__ = [
     "Window",
     "WindowedFeature",
     "entity_namespace",
+    "load_features_file",
 ]
 
 AGGREGATIONS: tuple[str, ...] = ("count", "sum", "mean", "min", "max", "count_distinct", "last")
@@ -93,6 +94,28 @@ class Window:
             if self.ms and self.ms % _UNITS[unit] == 0:
                 return f"{self.ms // _UNITS[unit]}{unit}"
         return f"{self.ms}ms"
+
+
+def load_features_file(
+    path: str | Path, *, needs: Sequence[str] = (), model: str = "the model", label: str | None = None
+) -> FeatureSet:
+    """A features.yaml a user points a pattern at instead of the package's (``fourfold serve --features``,
+    ``fourfold batch --features``): a missing file is a 404, one that cannot be read a 400 naming it, and
+    one that does not define every feature the model takes (``needs``) a 400 naming those.
+
+        >>> # fs = load_features_file("wide.yaml", needs=pkg.signature.feature_names, model=pkg.label)
+    """
+    what = label or f"features file {path}"
+    if not Path(path).is_file():
+        raise NotFoundError(f"features file {path} does not exist" + (f" ({label})" if label else ""))
+    try:
+        fs = FeatureSet.load(path)
+    except (OSError, DefinitionError, yaml.YAMLError, ValueError, TypeError) as exc:
+        raise RequestError(f"{what}: {exc}") from None
+    missing = [n for n in needs if n not in fs.names]
+    if missing:
+        raise RequestError(f"{what} does not define {', '.join(map(repr, missing))}, which {model} takes")
+    return fs
 
 
 def entity_namespace(name: str) -> str:

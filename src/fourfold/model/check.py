@@ -1,9 +1,10 @@
 """The one row check: which rows of a batch a model can score, and for every other row the one reason why.
 
 Every pattern checks through here - the online server (one row, a list of rows, OIP tensors), the batch
-engines (record batches; the Spark engine runs :meth:`RowCheck.sql`, the same rules as a Spark SQL
-expression), the Python API - so a row is refused, and for the same reason, everywhere. The OpenAPI
-document's bounds come from :meth:`RowCheck.json_schema`.
+engines (record batches; the Spark engine runs the same rules as Spark SQL), the Python API - so a row is
+refused, and for the same reason, everywhere. The Spark SQL conditions and the OpenAPI document's bounds
+are generated from these rules (:mod:`fourfold.model.expressions`); the outcome is a
+:class:`~fourfold.model.checked.Checked`.
 
 The rules, per feature in the signature's order (a row's reason is its first broken rule):
 
@@ -33,10 +34,8 @@ A column whose type cannot hold the feature at all (text, booleans for a number)
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -44,14 +43,14 @@ from fourfold.errors import (
     FeatureTypeError,
     InputError,
     MissingFeatureError,
-    NullFeatureError,
     ShapeError,
     UnknownFeatureError,
 )
-from fourfold.model.columns import as_columns, column_names, null_mask
+from fourfold.model.checked import Checked, Kind, Rule
+from fourfold.model.columns import as_columns, column_names, null_mask, shown
 from fourfold.model.signature import Feature, Signature
 
-__all__ = ["F32_OVERFLOW", "Checked", "RowCheck", "Rule"]
+__all__ = ["F32_OVERFLOW", "INT_RANGES", "RowCheck", "bounds"]
 
 #: the smallest |float64| that float32 rounds to infinity (FLT_MAX + half an ulp; the tie goes to even)
 F32_OVERFLOW = 2.0**128 - 2.0**103
@@ -61,95 +60,14 @@ INT_RANGES: dict[str, tuple[int, int]] = {
     "int32": (-(2**31), 2**31 - 1),
     "int64": (-(2**63), 2**63 - 1),
 }
-Kind = Literal["required", "missing", "type", "null", "infinite", "range", "integer", "boolean"]
 _INF = math.inf
-
-
-@dataclass(frozen=True, slots=True)
-class Rule:
-    """One way a row can be refused: the column it looks at, its kind and the reason a refused row gets."""
-
-    column: str
-    kind: Kind
-    reason: str
-    index: int = -1  # the feature's position in the signature (-1: a required column)
-
-
-@dataclass(frozen=True)
-class Checked:
-    """A checked batch: the good rows' matrix ``x`` (in input order, the runtime's dtype), which rows
-    are good (``ok``), and for each bad row its first broken :class:`Rule` (``codes``: an index into
-    ``rules``, -1 for a good row; ``None`` when every row is good)."""
-
-    x: np.ndarray
-    ok: np.ndarray
-    codes: np.ndarray | None
-    rules: tuple[Rule, ...]
-    details: Mapping[int, str] = field(default_factory=dict)  # row -> reason naming the value (type rule)
-    model: str = "the model"
-
-    @property
-    def rows(self) -> int:
-        return len(self.ok)
-
-    @property
-    def rejected(self) -> int:
-        return 0 if self.codes is None else int(len(self.ok) - np.count_nonzero(self.ok))
-
-    def reason(self, row: int) -> str | None:
-        """Row ``row``'s reason, or None when it is good."""
-        if self.codes is None or self.codes[row] < 0:
-            return None
-        return self.details.get(row) or self.rules[int(self.codes[row])].reason
-
-    def reasons(self) -> np.ndarray | None:
-        """Every row's reason (an object array, None for a good row), or None when every row is good."""
-        if self.codes is None:
-            return None
-        table = np.array([r.reason for r in self.rules] + [None], dtype=object)
-        out: np.ndarray = table[self.codes]  # -1 picks the trailing None
-        for row, text in self.details.items():
-            out[row] = text
-        return out
-
-    def rejections(self) -> list[tuple[int, str]]:
-        """``(row, reason)`` of every bad row, in row order."""
-        if self.codes is None:
-            return []
-        return [(int(i), self.reason(int(i)) or "") for i in np.flatnonzero(self.codes >= 0)]
-
-    def error(self) -> InputError | None:
-        """The error :meth:`fourfold.Predictor.predict` raises: the first bad row's rule, naming every row
-        that breaks the same rule; None when every row is good."""
-        if self.codes is None:
-            return None
-        first = int(np.flatnonzero(self.codes >= 0)[0])
-        code = int(self.codes[first])
-        rule = self.rules[code]
-        rows = [int(r) for r in np.flatnonzero(self.codes == code)[:100]]
-        if rule.kind == "null":
-            err = NullFeatureError(rule.column, rows)
-            if len(self.ok) == 1:  # one row: the reason itself, as every pattern gives it
-                err.message = rule.reason
-                err.args = (rule.reason,)
-            return err
-        names = [r.column for r in self.rules if r.kind == "missing"]
-        if rule.kind == "missing" and len(self.ok) == 1:
-            return MissingFeatureError(rule.column, names, model=self.model)
-        count = int(np.count_nonzero(self.codes == code))
-        text = self.details.get(first) or rule.reason
-        if len(self.ok) > 1:  # one row needs no row number
-            text += f" in row {first}" if count == 1 else f" in {count} rows (row {first}, ...)"
-        if rule.kind == "required":
-            return InputError(text)
-        return FeatureTypeError.because(rule.column, text)
 
 
 class RowCheck:
     """The rules for one signature and one runtime input dtype (a :class:`fourfold.Predictor` holds one).
 
     ``check`` takes any batch; ``one`` is the low-latency path for a single mapping and raises the
-    error; ``sql`` and ``json_schema`` give the same rules to Spark and to OpenAPI."""
+    error."""
 
     def __init__(
         self,
@@ -171,13 +89,12 @@ class RowCheck:
             rules += self.feature_rules(f, j)
         self._rules = tuple(rules)
         self._by_kind: dict[tuple[int, Kind], int] = {(r.index, r.kind): i for i, r in enumerate(rules)}
-        self._nullable = np.array([f.nullable for f in signature.inputs], dtype=bool)
-        self._special = [
+        self._special = frozenset(
             j for j, f in enumerate(signature.inputs) if f.dtype in INT_RANGES or f.dtype == "bool"
-        ]
+        )
         self._required_cache: dict[tuple[str, ...], tuple[Rule, ...]] = {}
         # the one-row path: per feature (name, nullable, int range or None, bool feature)
-        self._plan = [(f.name, f.nullable, _bounds(f.dtype), f.dtype == "bool") for f in signature.inputs]
+        self._plan = [(f.name, f.nullable, bounds(f.dtype), f.dtype == "bool") for f in signature.inputs]
 
     # -- the rules -----------------------------------------------------------------------------------------
     def feature_rules(self, f: Feature, j: int) -> list[Rule]:
@@ -391,7 +308,7 @@ class RowCheck:
                 if special:
                     kind: Kind = "integer" if (j, "integer") in by else "boolean"
                     if kind == "integer":
-                        lo, hi = _bounds(self.signature.inputs[j].dtype) or (0.0, 0.0)
+                        lo, hi = bounds(self.signature.inputs[j].dtype) or (0.0, 0.0)
                         bad = (col != np.rint(col)) | (col < lo) | (col > hi)
                     else:
                         bad = (col != 0.0) & (col != 1.0)
@@ -404,80 +321,6 @@ class RowCheck:
             np.minimum(codes, np.where(m, code, len(rules)), out=codes)
         codes[codes == len(rules)] = -1
         return codes
-
-    # -- the same rules elsewhere --------------------------------------------------------------------------
-    def sql(self, required: Sequence[str] = (), floating: Sequence[str] = ()) -> list[tuple[str, str]]:
-        """``(condition, reason)`` pairs in rule order, as Spark SQL over the batch's columns: the first
-        true condition is the row's reason. ``floating``: the required columns of a floating type (NaN
-        counts as missing there too)."""
-        out: list[tuple[str, str]] = []
-        for c in required:
-            q = _quote(c)
-            out.append((f"{q} IS NULL" + (f" OR isnan({q})" if c in floating else ""), f"missing {c!r}"))
-        for rule in self._rules:
-            if rule.kind in ("missing", "type"):
-                continue  # a column either exists with a numeric type or the job is refused before it runs
-            d = f"CAST({_quote(rule.column)} AS DOUBLE)"
-            number = f"NOT isnan({d})"  # Spark orders NaN above every number: comparisons are guarded
-            if rule.kind == "null":
-                cond = f"{d} IS NULL OR isnan({d})"
-            elif rule.kind == "infinite":
-                cond = f"{number} AND abs({d}) = {_double(_INF)}"
-            elif rule.kind == "range":
-                cond = f"{number} AND abs({d}) >= {_double(self.limit)}"
-            elif rule.kind == "integer":
-                lo, hi = _bounds(self._dtypes[rule.column]) or (0.0, 0.0)
-                cond = f"{number} AND abs({d}) < {_double(_INF)} AND ({d} != rint({d}) OR {d} < {_double(lo)} OR {d} > {_double(hi)})"  # noqa: E501
-            else:
-                cond = f"{number} AND abs({d}) < {_double(_INF)} AND {d} != 0.0D AND {d} != 1.0D"
-            out.append((cond, rule.reason))
-        return out
-
-    def json_schema(self, f: Feature) -> dict[str, Any]:
-        """The JSON Schema of a value of feature ``f`` that this check accepts (OpenAPI's bounds).
-
-        The rules judge the double a JSON number parses to, so a bound is stated as the real number where
-        that rounding crosses it (exact, in Python ints): e.g. a float32 model refuses doubles from
-        ``2**128 - 2**103`` on, which is every JSON number from ``2**128 - 2**103 - 2**74`` on."""
-        schema: dict[str, Any]
-        bounds = _bounds(f.dtype)
-        if bounds is not None:
-            lo, hi = bounds
-            schema = {"type": "integer", **_json_bound(lo, "minimum"), **_json_bound(hi, "maximum")}
-        elif f.dtype == "bool":
-            schema = {"anyOf": [{"type": "boolean"}, {"type": "integer", "minimum": 0, "maximum": 1}]}
-        elif self.limit < _INF:  # float32: |x| < limit, exclusive
-            schema = {"type": "number", **_json_bound(-self.limit, "exclusiveMinimum"),
-                      **_json_bound(self.limit, "exclusiveMaximum")}  # fmt: skip
-        else:  # float64: every finite double
-            big = sys.float_info.max
-            schema = {"type": "number", **_json_bound(-big, "minimum"), **_json_bound(big, "maximum")}
-        return {"anyOf": [schema, {"type": "null"}]} if f.nullable else schema
-
-
-def _json_bound(b: float, key: str) -> dict[str, int | float]:
-    """A JSON Schema bound for "the double a number parses to is within ``b``" (``key`` says which side
-    and whether ``b`` itself is in): the real halfway to the next double, with round-half-to-even
-    deciding whether that halfway point is in. Below 2**53 a bound is exact as it is."""
-    if abs(b) < 2.0**53:
-        return {key: int(b) if b == int(b) else b}
-    upper = key in ("maximum", "exclusiveMaximum")
-    inclusive = key in ("maximum", "minimum")
-    x = b if upper else -b  # work on the upper side; the lower one is its mirror
-    exact = int(x)
-    mantissa, exp = math.frexp(x)
-    ulp = 2 ** (exp - 53)
-    even = int(mantissa * 2**53) % 2 == 0
-    if inclusive:  # in: d <= x. Reals up to x + ulp/2 round to x or below; the midpoint to x when even
-        threshold, closed = exact + ulp // 2, even
-    else:  # in: d < x. Reals from x - ulp/2 on round to x or above; the midpoint to x when even
-        threshold, closed = exact - ulp // 2, not even
-    name = (
-        ("maximum" if closed else "exclusiveMaximum")
-        if upper
-        else ("minimum" if closed else "exclusiveMinimum")
-    )
-    return {name: threshold if upper else -threshold}
 
 
 def _number(v: Any, is_bool: bool) -> float | None:
@@ -498,20 +341,7 @@ def _number(v: Any, is_bool: bool) -> float | None:
 
 
 def _type_reason(name: str, v: Any, is_bool: bool) -> str:
-    text = repr(v)
-    shown = text if len(text) <= 40 else text[:37] + "..."
-    return f"feature {name!r} must be {'0 or 1' if is_bool else 'a number'}, got {type(v).__name__} {shown}"
-
-
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
-def _double(x: float) -> str:
-    """A Spark SQL double literal for exactly ``x``."""
-    if math.isinf(x):
-        return f"CAST('{'-' if x < 0 else ''}Infinity' AS DOUBLE)"
-    return f"{float(x)!r}D"
+    return f"feature {name!r} must be {'0 or 1' if is_bool else 'a number'}, got {shown(v)}"
 
 
 def _clean(f: float, nullable: bool, ints: tuple[float, float] | None, is_bool: bool, limit: float) -> bool:
@@ -525,7 +355,7 @@ def _clean(f: float, nullable: bool, ints: tuple[float, float] | None, is_bool: 
     return not is_bool or f == 0.0 or f == 1.0
 
 
-def _bounds(dtype: str) -> tuple[float, float] | None:
+def bounds(dtype: str) -> tuple[float, float] | None:
     """An integer dtype's range as the float64 values every check compares with (int64's upper bound is
     2**63 as a double: the same number in NumPy, Python and Spark SQL)."""
     r = INT_RANGES.get(dtype)

@@ -19,7 +19,9 @@ import numpy as np
 
 from fourfold.errors import FeatureTypeError, InputError
 
-__all__ = ["as_columns", "column_names", "column_type_error", "is_arrow", "is_pandas", "null_mask"]
+__all__ = [
+    "as_columns", "column_names", "column_type_error", "is_arrow", "is_pandas", "null_mask", "shown",
+]  # fmt: skip
 
 _NUMERIC_KINDS = "fiu"
 
@@ -110,7 +112,7 @@ def _as_array(name: str, values: Any, dtype: str | None) -> np.ndarray:
     if isinstance(values, list | tuple):  # Python values: a bool is not a number, whatever numpy says
         bad = next((v for v in values if not _plain_number(v, dtype)), _OK)
         if bad is not _OK:
-            raise FeatureTypeError(name, "0 or 1" if dtype == "bool" else "a number", _show(bad))
+            raise FeatureTypeError(name, "0 or 1" if dtype == "bool" else "a number", shown(bad))
         return np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
     arr = np.asarray(values)
     problem = _numpy_type_error(dtype, arr)
@@ -120,7 +122,7 @@ def _as_array(name: str, values: Any, dtype: str | None) -> np.ndarray:
         return arr
     bad = next((v for v in arr.ravel() if not _plain_number(v, dtype)), _OK)
     if bad is not _OK:
-        raise FeatureTypeError(name, "0 or 1" if dtype == "bool" else "a number", _show(bad))
+        raise FeatureTypeError(name, "0 or 1" if dtype == "bool" else "a number", shown(bad))
     return np.asarray([np.nan if v is None else v for v in arr.ravel()], dtype=np.float64).reshape(arr.shape)
 
 
@@ -145,7 +147,8 @@ def _is_missing_marker(v: Any) -> bool:
     return name in ("NAType", "NaTType") and type(v).__module__.startswith("pandas")
 
 
-def _show(v: Any) -> str:
+def shown(v: Any) -> str:
+    """A value as an error message shows it: its type and a repr of at most 40 characters."""
     text = repr(v)
     return f"{type(v).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 

@@ -15,7 +15,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from fourfold.errors import ConflictError, InvalidOptionError
-from fourfold.model.check import Checked, RowCheck
+from fourfold.model.check import RowCheck
+from fourfold.model.checked import Checked
 from fourfold.model.outputs import finish, finish_one
 from fourfold.model.package import ModelPackage
 from fourfold.model.signature import Signature

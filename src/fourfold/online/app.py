@@ -1,258 +1,39 @@
-"""The online server: the seed's ``/predict`` with the feature fetch, the Open Inference Protocol, probes,
-metrics and hot reload - one ASGI app (Starlette requests and responses, fourfold's router) around one
-:class:`~fourfold.Predictor`.
+"""The online server's routes: the seed's ``/predict`` with the feature fetch, ``/predict/batch``, the
+Open Inference Protocol, probes, metrics and hot reload - one ASGI app (fourfold's router) around one
+:class:`~fourfold.Predictor`. Every route goes through the guard of :class:`~fourfold.online.state.Server`.
 
     >>> # app = build_app(ServeSettings(model="models:/fraud/production"))
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000, loop="uvloop", http="httptools")
-
-Every route goes through :func:`_guard`: load shedding (503 + Retry-After), bearer auth, the body limit
-(413), the deadline (504), errors as ``{"error": ...}`` with their status (never a traceback), metrics and
-one JSON access-log line with the request id.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
-import hmac
-import itertools
 import json
-import logging
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-import orjson
 
 from fourfold import __version__
 from fourfold.errors import (
     EntityNotFoundError,
-    FourfoldError,
     InputError,
     NotFoundError,
     PayloadTooLargeError,
-    RequestError,
     RowsRejectedError,
-    UnauthorizedError,
-    UnavailableError,
     UnknownFieldError,
-    UnsupportedMediaTypeError,
 )
-from fourfold.features.stores import StoreError, open_async_store
+from fourfold.features.stores import StoreError
 from fourfold.online.asgi import Request, Response, Router
-from fourfold.online.cache import PredictionCache, SharedCache
-from fourfold.online.metrics import Metrics
 from fourfold.online.oip import OIPError, decode_infer, encode_infer, model_metadata
 from fourfold.online.openapi import openapi
-from fourfold.online.served import ModelHolder, Served
+from fourfold.online.served import Served
 from fourfold.online.settings import ServeSettings
-from fourfold.settings import Settings
+from fourfold.online.state import Context, Server, json_response, read_json
 
 __all__ = ["build_app"]
-
-log = logging.getLogger("fourfold.online")
-access = logging.getLogger("fourfold.access")
-Handler = Callable[[Request, "Context"], Awaitable[Response]]
-
-
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY), status, headers)
-
-
-class Context:
-    """What a request handler needs: the served model (read once per request), settings, cache, metrics."""
-
-    def __init__(self, app: Server, request_id: str, deadline_s: float, scope: Any = None) -> None:
-        self.server = app
-        self.request_id = request_id
-        self.served: Served | None = app.holder.current
-        self.degraded = False
-        self.deadline_s = deadline_s
-        self._scope = scope  # the request's asyncio.timeout, when the server (not the client) set it
-
-    def allow_rows(self, rows: int) -> None:
-        """A request of many rows gets ``deadline_per_row_ms`` more per row than the deadline of one
-        (unless the client set its own with X-Deadline-Ms): the limits agree with the budgets."""
-        per_row = self.server.settings.deadline_per_row_ms / 1000
-        if self._scope is None or rows <= 1 or not per_row:
-            return
-        extra = per_row * (rows - 1)
-        when = self._scope.when()
-        if when is not None:
-            self._scope.reschedule(when + extra)
-            self.deadline_s += extra
-
-    def model(self) -> Served:
-        if self.served is None:
-            raise UnavailableError("the model is not loaded yet")
-        return self.served
-
-
-class Server:
-    def __init__(self, settings: ServeSettings, clock: Callable[[], int] | None = None) -> None:
-        self.settings = settings
-        #: "now" in epoch ms, the time windows are read as of (injectable: tests, replays)
-        self.clock: Callable[[], int] = clock or _now_ms
-        self.holder = ModelHolder(settings)
-        self.metrics = Metrics()
-        self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
-        self.shared: SharedCache | None = None
-        self.background: set[asyncio.Task[None]] = set()
-        self._rid_prefix = uuid.uuid4().hex[:24]  # unique per process; a counter makes each id unique
-        self._rids = itertools.count()
-        self.inflight = 0
-        self.ready = False
-        self.token = settings.bearer()
-        self.store: Any = None
-        self.metrics.track_inflight(lambda: self.inflight)
-
-    # -- lifecycle ----------------------------------------------------------------------------------------
-    def load(self) -> bool:
-        changed = self.holder.load()
-        served = self.holder.current
-        if changed and served is not None:
-            served.batcher.on_batch = self.metrics.batch_rows.observe
-            self.metrics.set_model(served.name, served.version, served.predictor.runtime)
-        return changed
-
-    @contextlib.asynccontextmanager
-    async def lifespan(self, app: object) -> AsyncIterator[None]:
-        await asyncio.to_thread(self.load)
-        url = self.settings.store or Settings().store_url
-        served = self.holder.current
-        if served is not None and served.online is not None:
-            self.store = open_async_store(url)
-        # the model, its libraries and the registry are long-lived: keep them out of every GC pass
-        gc.collect()
-        gc.freeze()
-        if self.settings.cache_url:
-            self.shared = SharedCache(self.settings.cache_url, ttl_s=self.settings.cache_ttl_s)
-        self.ready = True
-        poller = asyncio.create_task(self._poll()) if self.settings.reload_interval_s > 0 else None
-        flusher = asyncio.create_task(self._flush_metrics())
-        try:
-            yield
-        finally:
-            self.ready = False
-            if poller is not None:
-                poller.cancel()
-            flusher.cancel()
-            self.metrics.flush()
-            if self.store is not None:
-                await self.store.close()
-            if self.shared is not None:
-                await self.shared.close()
-            self.metrics.close()
-
-    async def _flush_metrics(self) -> None:
-        while True:
-            await asyncio.sleep(0.05)  # small flushes: no pause a request would notice
-            self.metrics.flush()
-
-    async def _poll(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.reload_interval_s)
-            try:
-                await asyncio.to_thread(self.load)
-            except Exception as exc:  # keep serving the current version
-                log.warning("model reload failed, still serving the current version: %s", exc)
-
-    # -- the guard around every route ---------------------------------------------------------------------
-    def route(
-        self, name: str, handler: Handler, *, probe: bool = False
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def endpoint(request: Request) -> Response:
-            start = time.perf_counter()
-            rid = request.headers.get("x-request-id") or f"{self._rid_prefix}{next(self._rids):08x}"
-            status = 500
-            if not probe and self.inflight >= self.settings.max_inflight:
-                self.metrics.shed.inc()
-                response = _json({"error": "server overloaded, retry later"}, 503, {"Retry-After": "1"})
-                status = 503
-                return self._finish(request, name, response, status, rid, start)
-            self.inflight += 1
-            served = self.holder.current
-            if served is not None:
-                served.batcher.expected = self.inflight
-            try:
-                if not probe and self.token is not None:
-                    auth = request.headers.get("authorization", "")
-                    if not hmac.compare_digest(auth.encode(), f"Bearer {self.token}".encode()):
-                        raise UnauthorizedError("missing or wrong bearer token")
-                deadline, by_client = self._deadline(request)
-                ctx = Context(self, rid, deadline)
-                async with asyncio.timeout(deadline) as scope:
-                    ctx._scope = None if by_client else scope
-                    response = await handler(request, ctx)
-                status = response.status_code
-            except TimeoutError:
-                status = 504
-                response = _json({"error": f"deadline of {ctx.deadline_s * 1000:.0f} ms exceeded"}, 504)
-            except FourfoldError as exc:
-                status = exc.status
-                payload: dict[str, Any] = {"error": exc.message}
-                if isinstance(exc, RowsRejectedError):
-                    payload["rejected"] = exc.rejected
-                response = _json(payload, status)
-            except Exception:
-                log.exception("unexpected error in %s (request %s)", name, rid)
-                response = _json({"error": "internal error", "request_id": rid}, 500)
-            finally:
-                self.inflight -= 1
-                if served is not None:
-                    served.batcher.expected = self.inflight
-            return self._finish(request, name, response, status, rid, start)
-
-        return endpoint
-
-    def _deadline(self, request: Request) -> tuple[float, bool]:
-        """The request's deadline in seconds, and whether the client set it (X-Deadline-Ms)."""
-        raw = request.headers.get("x-deadline-ms")
-        if raw is None:
-            return self.settings.deadline_ms / 1000, False
-        try:
-            ms = float(raw)
-        except ValueError:
-            raise RequestError(
-                f"header X-Deadline-Ms must be a number of milliseconds, got {raw!r}",
-            ) from None
-        if not 0 < ms <= 60_000:
-            raise RequestError("header X-Deadline-Ms must be in (0, 60000]")
-        return ms / 1000, True
-
-    def _finish(
-        self, request: Request, name: str, response: Response, status: int, rid: str, start: float
-    ) -> Response:
-        elapsed = time.perf_counter() - start
-        self.metrics.count(name, status, elapsed)
-        response.headers["x-request-id"] = rid
-        if self.settings.access_log and access.isEnabledFor(logging.INFO):
-            access.info(
-                orjson.dumps(
-                    {"request_id": rid, "method": request.method, "path": request.path, "status": status,
-                     "ms": round(elapsed * 1000, 3)}
-                ).decode()
-            )  # fmt: skip
-        return response
-
-
-async def _body(request: Request, limit: int) -> Any:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise PayloadTooLargeError(f"request body of {length} bytes is over the {limit}-byte limit")
-    ctype = request.headers.get("content-type", "")
-    if ctype and not ctype.startswith("application/json"):
-        raise UnsupportedMediaTypeError(f"content type must be application/json, got {ctype!r}")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLargeError(f"request body is over the {limit}-byte limit")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise RequestError(f"malformed JSON: {exc}") from None
 
 
 # -- /predict: the seed's endpoint ------------------------------------------------------------------------
@@ -296,7 +77,7 @@ async def _features_for(
 
 
 async def predict(request: Request, ctx: Context) -> Response:
-    body = await _body(request, ctx.server.settings.max_body_bytes)
+    body = await read_json(request, ctx.server.settings.max_body_bytes)
     if not isinstance(body, dict):
         raise InputError("the request body must be a JSON object of the entity id and the request's fields")
     served = ctx.model()
@@ -325,7 +106,7 @@ async def predict(request: Request, ctx: Context) -> Response:
             _shared_put(server, served, x, out)
     if served.decision:  # the package's threshold is a decision rule: say what it decided
         out = {**out, "decision": "positive" if out.get("label") else "negative"}
-    return _json(
+    return json_response(
         {**out, "model_version": served.version, "request_id": ctx.request_id, "degraded": ctx.degraded,
          **extra}
     )  # fmt: skip
@@ -359,7 +140,7 @@ def _shared_put(server: Server, served: Served, x: np.ndarray, out: dict[str, An
 
 
 async def predict_batch(request: Request, ctx: Context) -> Response:
-    body = await _body(request, ctx.server.settings.max_body_bytes)
+    body = await read_json(request, ctx.server.settings.max_body_bytes)
     rows = body.get("rows") if isinstance(body, dict) else None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise InputError('the request body must be {"rows": [{...}, ...]}, a JSON object of row objects')
@@ -394,7 +175,7 @@ async def predict_batch(request: Request, ctx: Context) -> Response:
     if found is not None:
         for pred, f in zip(preds, found, strict=True):
             pred["entity_found"] = f
-    return _json({"predictions": preds, "model_version": served.version, "request_id": ctx.request_id,
+    return json_response({"predictions": preds, "model_version": served.version, "request_id": ctx.request_id,
                   "degraded": ctx.degraded})  # fmt: skip
 
 
@@ -413,7 +194,7 @@ def _model_for(ctx: Context, request: Request) -> Served:
 
 
 async def infer(request: Request, ctx: Context) -> Response:
-    body = await _body(request, ctx.server.settings.max_body_bytes)
+    body = await read_json(request, ctx.server.settings.max_body_bytes)
     served = _model_for(ctx, request)
     p = served.predictor
     req = decode_infer(body, p.signature)
@@ -431,12 +212,12 @@ async def infer(request: Request, ctx: Context) -> Response:
         raise OIPError(f"row {first}: {reason}{more}")
     x = checked.x
     out = await served.batcher.submit(x) if len(x) == 1 else p.score(x)
-    return _json(encode_infer(served.name, served.version, out, req))
+    return json_response(encode_infer(served.name, served.version, out, req))
 
 
 async def model_meta(request: Request, ctx: Context) -> Response:
     served = _model_for(ctx, request)
-    return _json(
+    return json_response(
         model_metadata(
             served.name, served.version, served.predictor.package.flavor, served.predictor.signature
         )
@@ -445,21 +226,21 @@ async def model_meta(request: Request, ctx: Context) -> Response:
 
 async def model_ready(request: Request, ctx: Context) -> Response:
     _model_for(ctx, request)
-    return _json({"name": request.path_params["model"], "ready": ctx.server.ready})
+    return json_response({"name": request.path_params["model"], "ready": ctx.server.ready})
 
 
 async def server_meta(request: Request, ctx: Context) -> Response:
-    return _json({"name": "fourfold", "version": __version__, "extensions": []})
+    return json_response({"name": "fourfold", "version": __version__, "extensions": []})
 
 
 async def live(request: Request, ctx: Context) -> Response:
-    return _json({"live": True})
+    return json_response({"live": True})
 
 
 async def ready(request: Request, ctx: Context) -> Response:
     if not ctx.server.ready or ctx.served is None:
-        return _json({"ready": False, "error": "model not loaded"}, 503)
-    return _json({"ready": True})
+        return json_response({"ready": False, "error": "model not loaded"}, 503)
+    return json_response({"ready": True})
 
 
 async def metrics(request: Request, ctx: Context) -> Response:
@@ -477,11 +258,7 @@ async def reload(request: Request, ctx: Context) -> Response:
     changed = await asyncio.to_thread(ctx.server.load)
     served = ctx.server.holder.current
     assert served is not None
-    return _json({"changed": changed, "model": served.name, "model_version": served.version})
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return json_response({"changed": changed, "model": served.name, "model_version": served.version})
 
 
 def build_app(settings: ServeSettings, *, clock: Callable[[], int] | None = None) -> Router:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fourfold.model.expressions import json_schema
 from fourfold.online.served import Served
 
 __all__ = ["openapi"]
@@ -46,7 +47,7 @@ def _tensor() -> dict[str, Any]:
 
 def openapi(served: Served, version: str, settings: Any = None) -> dict[str, Any]:
     """The document for ``served``: every field the caller sends, with the bounds the model's check
-    enforces (:meth:`fourfold.model.check.RowCheck.json_schema`), and nothing else (``/predict`` refuses
+    enforces (:func:`fourfold.model.expressions.json_schema`), and nothing else (``/predict`` refuses
     unknown fields and the fields fourfold computes itself)."""
     sig = served.predictor.signature
     rules = served.predictor.rules
@@ -57,7 +58,7 @@ def openapi(served: Served, version: str, settings: Any = None) -> dict[str, Any
     if assembly.key is not None:
         row["properties"][assembly.key] = {"type": "string", "minLength": 1}
     for name, field in assembly.request:
-        row["properties"][field] = rules.json_schema(by_name[name])
+        row["properties"][field] = json_schema(rules, by_name[name])
     out_props: dict[str, Any] = {}
     for o in sig.outputs:
         item: dict[str, Any] = {"type": "integer" if o.dtype.startswith("int") else "number"}

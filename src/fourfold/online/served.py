@@ -12,11 +12,9 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-import yaml
 
-from fourfold.errors import RequestError
 from fourfold.features.assemble import Assembly
-from fourfold.features.definitions import FeatureSet
+from fourfold.features.definitions import FeatureSet, load_features_file
 from fourfold.features.online import OnlineFeatures
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
@@ -77,17 +75,7 @@ class ModelHolder:
         path = self.settings.features
         if path is None:
             return pkg.features()
-        try:
-            fs = FeatureSet.load(path)
-        except (OSError, ValueError, TypeError, yaml.YAMLError) as exc:
-            raise RequestError(f"features file {path}: {exc}") from None
-        missing = [n for n in pkg.signature.feature_names if n not in fs.names]
-        if missing:
-            raise RequestError(
-                f"features file {path} does not define {', '.join(map(repr, missing))}, which "
-                f"{pkg.label} takes",
-            )
-        return fs
+        return load_features_file(path, needs=pkg.signature.feature_names, model=pkg.label)
 
 
 def _warm(predictor: Predictor) -> None:
