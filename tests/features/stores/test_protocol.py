@@ -16,12 +16,15 @@ from hypothesis import strategies as st
 from fourfold.errors import FourfoldError
 from fourfold.features.stores import (
     AsyncOnlineStore,
+    Fence,
+    FencedError,
     InValue,
     OnlineStore,
     Record,
     StoreInputError,
     StoreUnavailableError,
     StoreURLError,
+    Write,
     WriteResult,
     open_async_store,
     open_store,
@@ -308,3 +311,50 @@ def test_event_time_rule_matches_a_model(
     records = store.read(namespace, ["a", "b", "c"])
     got = {e: (r.event_time_ms, r.values) for e, r in zip("abc", records, strict=True) if r is not None}
     assert got == model
+
+
+def test_transact_applies_every_write_under_a_fence(store: OnlineStore, namespace: str) -> None:
+    fence_ns = f"{namespace}_ck"
+    assert store.transact(
+        [Write(fence_ns, {"p0": {"epoch": 1.0}}, 1)], fence=Fence(fence_ns, "p0", "epoch", None)
+    )
+    writes = [
+        Write(namespace, {"u1": {"n": 1.0}, "u2": {"n": 2.0}}, {"u1": 10, "u2": 20}),
+        Write(fence_ns, {"p0": {"offset": 42.0}}, 2),
+    ]
+    results = store.transact(writes, fence=Fence(fence_ns, "p0", "epoch", 1.0))
+    assert [r.written for r in results] == [2, 1]
+    [u1, u2] = store.read(namespace, ["u1", "u2"])
+    assert u1 is not None
+    assert u1.values == {"n": 1.0}
+    assert u1.event_time_ms == 10
+    assert u2 is not None
+    assert u2.values == {"n": 2.0}
+    [ck] = store.read(fence_ns, ["p0"])
+    assert ck is not None
+    assert ck.values == {"epoch": 1.0, "offset": 42.0}
+
+
+def test_a_moved_fence_writes_nothing(store: OnlineStore, namespace: str) -> None:
+    fence_ns = f"{namespace}_ck"
+    store.write(fence_ns, {"p0": {"epoch": 2.0}}, event_time_ms=1)
+    with pytest.raises(FencedError, match=r"holds 2\.0, not 1\.0"):
+        store.transact(
+            [Write(namespace, {"u1": {"n": 1.0}}, 10), Write(fence_ns, {"p0": {"offset": 7.0}}, 2)],
+            fence=Fence(fence_ns, "p0", "epoch", 1.0),
+        )
+    assert store.read(namespace, ["u1"]) == [None]
+    [ck] = store.read(fence_ns, ["p0"])
+    assert ck is not None
+    assert ck.values == {"epoch": 2.0}
+    with pytest.raises(FencedError, match="holds None"):
+        store.transact([Write(namespace, {"u1": {"n": 1.0}}, 10)], fence=Fence(fence_ns, "p9", "epoch", 1.0))
+    assert store.read(namespace, ["u1"]) == [None]
+
+
+def test_transact_keeps_the_event_time_rule_per_write(store: OnlineStore, namespace: str) -> None:
+    store.write(namespace, {"u1": {"n": 5.0}}, event_time_ms=100)
+    [result] = store.transact([Write(namespace, {"u1": {"n": 1.0}, "u2": {"n": 2.0}}, 50)])
+    assert result.stale == ["u1"]
+    assert result.written == 1
+    assert store.read(namespace, ["u1"])[0].values == {"n": 5.0}  # type: ignore[union-attr]

@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 from fourfold.features.stores.base import (
     SCHEMES,
     AsyncOnlineStore,
+    Fence,
+    FencedError,
     InValue,
     OnlineStore,
     Record,
@@ -35,6 +37,7 @@ from fourfold.features.stores.base import (
     StoreUnavailableError,
     StoreURLError,
     Value,
+    Write,
     WriteResult,
     redact_url,
 )
@@ -46,6 +49,8 @@ __all__ = [
     "AsyncAdapter",
     "AsyncOnlineStore",
     "AsyncRedisStore",
+    "Fence",
+    "FencedError",
     "InValue",
     "MemoryStore",
     "OnlineStore",
@@ -57,6 +62,7 @@ __all__ = [
     "StoreURLError",
     "StoreUnavailableError",
     "Value",
+    "Write",
     "WriteResult",
     "open_async_store",
     "open_store",

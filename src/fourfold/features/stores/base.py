@@ -17,7 +17,12 @@ Errors (each a :class:`~fourfold.errors.FourfoldError`):
     StoreError (500)
     ├── StoreUnavailableError (503)          the backend cannot be reached; names the URL, never a password
     ├── StoreURLError (400, ValueError)      a URL with an unknown scheme or a bad option
-    └── StoreInputError (422, ValueError)    a bad namespace, entity, field, value, event time or TTL
+    ├── StoreInputError (422, ValueError)    a bad namespace, entity, field, value, event time or TTL
+    └── FencedError (409)                    a transaction's fence moved: another writer took over
+
+:meth:`OnlineStore.transact` applies several writes all or none, optionally only while a *fence* (one
+stored field) still holds the value the writer last saw: how a stream partition's owner writes its keys'
+state together with the input offsets they include, and how a new owner locks out the old one.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ from fourfold.errors import FourfoldError
 __all__ = [
     "SCHEMES",
     "AsyncOnlineStore",
+    "Fence",
+    "FencedError",
     "InValue",
     "OnlineStore",
     "Record",
@@ -44,6 +51,7 @@ __all__ = [
     "StoreURLError",
     "StoreUnavailableError",
     "Value",
+    "Write",
     "WriteResult",
     "decode_value",
     "encode_value",
@@ -82,6 +90,32 @@ class StoreInputError(StoreError, ValueError):
     """A namespace, entity, field, value, event time or TTL that the store cannot accept."""
 
     status = 422
+
+
+class FencedError(StoreError):
+    """A fenced transaction found the fence moved: nothing was written."""
+
+    status = 409
+
+
+@dataclass(frozen=True)
+class Write:
+    """One namespace's part of :meth:`OnlineStore.transact`: the arguments of one ``write``."""
+
+    namespace: str
+    rows: Mapping[str, Mapping[str, InValue]]
+    event_time_ms: int | Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class Fence:
+    """A transaction's condition: ``field`` of ``entity`` in ``namespace`` holds ``value`` now
+    (``None``: the entity or the field is absent)."""
+
+    namespace: str
+    entity: str
+    field: str
+    value: Value | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +162,13 @@ class OnlineStore(Protocol):
 
     def delete(self, namespace: str, entities: Sequence[str]) -> int:
         """Remove entities; returns how many existed."""
+        ...
+
+    def transact(
+        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+    ) -> list[WriteResult]:
+        """Apply every write or none (each with :meth:`write`'s event-time rule); with ``fence``, only
+        while the fence holds - else :class:`FencedError` and nothing is written."""
         ...
 
     def close(self) -> None: ...

@@ -16,9 +16,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from fourfold.features.stores.base import (
+    Fence,
+    FencedError,
     InValue,
     Record,
     Value,
+    Write,
     WriteResult,
     check_entities,
     check_fields,
@@ -64,24 +67,42 @@ class MemoryStore:
         event_time_ms: int | Mapping[str, int],
         ttl_s: float | None = None,
     ) -> WriteResult:
-        entries, ttl_ms = prepare_write(namespace, rows, event_time_ms, ttl_s)
+        return self.transact([Write(namespace, rows, event_time_ms)], ttl_s=ttl_s)[0]
+
+    def transact(
+        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+    ) -> list[WriteResult]:
+        prepared = [
+            (w.namespace, *prepare_write(w.namespace, w.rows, w.event_time_ms, ttl_s)) for w in writes
+        ]
         now = self._clock()
-        expires = None if ttl_ms is None else now + ttl_ms
-        stale: list[str] = []
+        results: list[WriteResult] = []
         with self._lock:
-            table = self._data.setdefault(namespace, {})
-            for entity, values, et in entries:
-                old = table.get(entity)
-                if old is None or not old.live(now):
-                    table[entity] = _Entry(values, et, now, expires)
-                elif et < old.event_time_ms:
-                    stale.append(entity)
-                else:
-                    old.values.update(values)
-                    old.event_time_ms, old.written_at_ms, old.expires_at_ms = et, now, expires
+            if fence is not None:
+                entry = self._data.get(fence.namespace, {}).get(fence.entity)
+                held = entry.values.get(fence.field) if entry is not None and entry.live(now) else None
+                if held != fence.value:
+                    raise FencedError(
+                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
+                        f"not {fence.value!r:.60}: another writer took over"
+                    )
+            for namespace, entries, ttl_ms in prepared:
+                expires = None if ttl_ms is None else now + ttl_ms
+                stale: list[str] = []
+                table = self._data.setdefault(namespace, {})
+                for entity, values, et in entries:
+                    old = table.get(entity)
+                    if old is None or not old.live(now):
+                        table[entity] = _Entry(values, et, now, expires)
+                    elif et < old.event_time_ms:
+                        stale.append(entity)
+                    else:
+                        old.values.update(values)
+                        old.event_time_ms, old.written_at_ms, old.expires_at_ms = et, now, expires
+                results.append(WriteResult(len(entries) - len(stale), stale))
             if now - self._last_sweep > _SWEEP_EVERY_MS:
                 self._sweep(now)
-        return WriteResult(len(entries) - len(stale), stale)
+        return results
 
     def read(
         self, namespace: str, entities: Sequence[str], fields: Sequence[str] | None = None

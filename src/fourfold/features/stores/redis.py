@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from fourfold.extras import require
 from fourfold.features.stores.base import (
+    Fence,
+    FencedError,
     InValue,
     Record,
     StoreError,
     StoreUnavailableError,
     StoreURLError,
     Value,
+    Write,
     WriteResult,
     check_entities,
     check_fields,
@@ -104,6 +107,7 @@ class _Common:
         )
         self._failed: type[Exception] = redis.exceptions.RedisError
         self._noscript: type[Exception] = redis.exceptions.NoScriptError
+        self._watch: type[Exception] = redis.exceptions.WatchError
         self.hiredis = bool(require("redis.utils", "redis", _PURPOSE).HIREDIS_AVAILABLE)
         return redis
 
@@ -175,6 +179,7 @@ class RedisStore(_Common):
         )
         self.client: redis_sync.Redis = redis.Redis(connection_pool=self.pool)
         self._script = self.client.register_script(_WRITE_LUA)
+        self._loaded = False
 
     def write(
         self,
@@ -198,6 +203,57 @@ class RedisStore(_Common):
         with self.client.pipeline(transaction=False) as pipe:
             self._queue_writes(pipe, self._script.sha, namespace, entries, ttl)
             return self._result(entries, pipe.execute())
+
+    def transact(
+        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+    ) -> list[WriteResult]:
+        """MULTI / EXEC over the writes' scripts; the fence is a WATCH on its hash, compared first."""
+        prepared = [
+            (w.namespace, *prepare_write(w.namespace, w.rows, w.event_time_ms, ttl_s)) for w in writes
+        ]
+        with self._errors():
+            if not self._loaded:  # a NOSCRIPT inside EXEC would not undo the commands before it
+                self.client.script_load(_WRITE_LUA)
+                self._loaded = True
+            try:
+                return self._transact(prepared, fence)
+            except self._noscript:  # the server was flushed since: every write here is idempotent
+                self.client.script_load(_WRITE_LUA)
+                return self._transact(prepared, fence)
+
+    def _transact(
+        self, prepared: list[tuple[str, _Entries, int | None]], fence: Fence | None
+    ) -> list[WriteResult]:
+        pipe: Any
+        with self.client.pipeline(transaction=True) as pipe:
+            if fence is not None:
+                check_namespace(fence.namespace)
+                key = _key(fence.namespace, fence.entity)
+                pipe.watch(key)
+                raw = pipe.hget(key, fence.field)
+                held = None if raw is None else decode_value(bytes(raw))
+                if held != fence.value:
+                    raise FencedError(
+                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
+                        f"not {fence.value!r:.60}: another writer took over"
+                    )
+                pipe.multi()
+            for namespace, entries, ttl_ms in prepared:
+                self._queue_writes(pipe, self._script.sha, namespace, entries, ttl_ms)
+            try:
+                replies = pipe.execute()
+            except self._watch:
+                raise FencedError(
+                    f"the fence {fence.namespace}/{fence.entity}/{fence.field} moved during the transaction"
+                    if fence
+                    else "the transaction was aborted"
+                ) from None
+        results: list[WriteResult] = []
+        start = 0
+        for _, entries, _ in prepared:
+            results.append(self._result(entries, replies[start : start + len(entries)]))
+            start += len(entries)
+        return results
 
     def read(
         self, namespace: str, entities: Sequence[str], fields: Sequence[str] | None = None

@@ -22,11 +22,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from fourfold.features.stores.base import (
+    Fence,
+    FencedError,
     InValue,
     Record,
     StoreError,
     StoreUnavailableError,
     Value,
+    Write,
     WriteResult,
     check_entities,
     check_fields,
@@ -126,37 +129,70 @@ class SQLiteStore:
         event_time_ms: int | Mapping[str, int],
         ttl_s: float | None = None,
     ) -> WriteResult:
-        entries, ttl_ms = prepare_write(namespace, rows, event_time_ms, ttl_s)
-        if not entries:
-            return WriteResult(0, [])
+        return self.transact([Write(namespace, rows, event_time_ms)], ttl_s=ttl_s)[0]
+
+    def transact(
+        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+    ) -> list[WriteResult]:
+        prepared = [
+            (w.namespace, *prepare_write(w.namespace, w.rows, w.event_time_ms, ttl_s)) for w in writes
+        ]
+        if fence is None and not any(entries for _, entries, _ in prepared):
+            return [WriteResult(0, []) for _ in prepared]
         now = self._clock()
-        expires = None if ttl_ms is None else now + ttl_ms
-        stale: list[str] = []
         with self._transaction() as conn:
-            stored: dict[str, tuple[int, int | None]] = {}
-            for chunk in _chunks([e for e, _, _ in entries]):
-                sql = (
-                    "SELECT entity, event_time_ms, expires_at_ms FROM ff_entities "
-                    f"WHERE namespace = ? AND entity IN ({_marks(len(chunk))})"
-                )
-                stored.update((e, (et, ex)) for e, et, ex in conn.execute(sql, (namespace, *chunk)))
-            heads: list[tuple[str, str, int, int, int | None]] = []
-            cells: list[tuple[str, str, str, bytes]] = []
-            expired: list[tuple[str, str]] = []
-            for entity, values, et in entries:
-                old = stored.get(entity)
-                if old is not None and old[1] is not None and old[1] <= now:
-                    expired.append((namespace, entity))  # an expired entity starts afresh: no merge
-                elif old is not None and et < old[0]:
-                    stale.append(entity)
-                    continue
-                heads.append((namespace, entity, et, now, expires))
-                cells.extend((namespace, entity, f, encode_value(v)) for f, v in values.items())
-            conn.executemany("DELETE FROM ff_values WHERE namespace = ? AND entity = ?", expired)
-            conn.executemany("INSERT OR REPLACE INTO ff_entities VALUES (?, ?, ?, ?, ?)", heads)
-            conn.executemany("INSERT OR REPLACE INTO ff_values VALUES (?, ?, ?, ?)", cells)
+            if fence is not None:
+                row = conn.execute(
+                    "SELECT v.value FROM ff_entities AS e JOIN ff_values AS v "
+                    "ON v.namespace = e.namespace AND v.entity = e.entity "
+                    f"WHERE e.namespace = ? AND e.entity = ? AND v.field = ? AND {_LIVE}",
+                    (fence.namespace, fence.entity, fence.field, now),
+                ).fetchone()
+                held = None if row is None else decode_value(row[0])
+                if held != fence.value:
+                    raise FencedError(
+                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
+                        f"not {fence.value!r:.60}: another writer took over"
+                    )
+            results = [
+                self._write(conn, namespace, entries, ttl_ms, now) for namespace, entries, ttl_ms in prepared
+            ]
             if now - self._last_sweep > _SWEEP_EVERY_MS:
                 self._sweep(conn, now)
+        return results
+
+    @staticmethod
+    def _write(
+        conn: sqlite3.Connection,
+        namespace: str,
+        entries: list[tuple[str, dict[str, Value], int]],
+        ttl_ms: int | None,
+        now: int,
+    ) -> WriteResult:
+        expires = None if ttl_ms is None else now + ttl_ms
+        stale: list[str] = []
+        stored: dict[str, tuple[int, int | None]] = {}
+        for chunk in _chunks([e for e, _, _ in entries]):
+            sql = (
+                "SELECT entity, event_time_ms, expires_at_ms FROM ff_entities "
+                f"WHERE namespace = ? AND entity IN ({_marks(len(chunk))})"
+            )
+            stored.update((e, (et, ex)) for e, et, ex in conn.execute(sql, (namespace, *chunk)))
+        heads: list[tuple[str, str, int, int, int | None]] = []
+        cells: list[tuple[str, str, str, bytes]] = []
+        expired: list[tuple[str, str]] = []
+        for entity, values, et in entries:
+            old = stored.get(entity)
+            if old is not None and old[1] is not None and old[1] <= now:
+                expired.append((namespace, entity))  # an expired entity starts afresh: no merge
+            elif old is not None and et < old[0]:
+                stale.append(entity)
+                continue
+            heads.append((namespace, entity, et, now, expires))
+            cells.extend((namespace, entity, f, encode_value(v)) for f, v in values.items())
+        conn.executemany("DELETE FROM ff_values WHERE namespace = ? AND entity = ?", expired)
+        conn.executemany("INSERT OR REPLACE INTO ff_entities VALUES (?, ?, ?, ?, ?)", heads)
+        conn.executemany("INSERT OR REPLACE INTO ff_values VALUES (?, ?, ?, ?)", cells)
         return WriteResult(len(entries) - len(stale), stale)
 
     def read(
