@@ -316,13 +316,13 @@ def test_event_time_rule_matches_a_model(
 def test_transact_applies_every_write_under_a_fence(store: OnlineStore, namespace: str) -> None:
     fence_ns = f"{namespace}_ck"
     assert store.transact(
-        [Write(fence_ns, {"p0": {"epoch": 1.0}}, 1)], fence=Fence(fence_ns, "p0", "epoch", None)
+        [Write(fence_ns, {"p0": {"epoch": 1.0}}, 1)], fences=[Fence(fence_ns, "p0", "epoch", None)]
     )
     writes = [
         Write(namespace, {"u1": {"n": 1.0}, "u2": {"n": 2.0}}, {"u1": 10, "u2": 20}),
         Write(fence_ns, {"p0": {"offset": 42.0}}, 2),
     ]
-    results = store.transact(writes, fence=Fence(fence_ns, "p0", "epoch", 1.0))
+    results = store.transact(writes, fences=[Fence(fence_ns, "p0", "epoch", 1.0)])
     assert [r.written for r in results] == [2, 1]
     [u1, u2] = store.read(namespace, ["u1", "u2"])
     assert u1 is not None
@@ -341,14 +341,16 @@ def test_a_moved_fence_writes_nothing(store: OnlineStore, namespace: str) -> Non
     with pytest.raises(FencedError, match=r"holds 2\.0, not 1\.0"):
         store.transact(
             [Write(namespace, {"u1": {"n": 1.0}}, 10), Write(fence_ns, {"p0": {"offset": 7.0}}, 2)],
-            fence=Fence(fence_ns, "p0", "epoch", 1.0),
+            fences=[Fence(fence_ns, "p0", "epoch", 1.0)],
         )
     assert store.read(namespace, ["u1"]) == [None]
     [ck] = store.read(fence_ns, ["p0"])
     assert ck is not None
     assert ck.values == {"epoch": 2.0}
     with pytest.raises(FencedError, match="holds None"):
-        store.transact([Write(namespace, {"u1": {"n": 1.0}}, 10)], fence=Fence(fence_ns, "p9", "epoch", 1.0))
+        store.transact(
+            [Write(namespace, {"u1": {"n": 1.0}}, 10)], fences=[Fence(fence_ns, "p9", "epoch", 1.0)]
+        )
     assert store.read(namespace, ["u1"]) == [None]
 
 

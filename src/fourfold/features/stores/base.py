@@ -165,10 +165,10 @@ class OnlineStore(Protocol):
         ...
 
     def transact(
-        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+        self, writes: Sequence[Write], *, fences: Sequence[Fence] = (), ttl_s: float | None = None
     ) -> list[WriteResult]:
-        """Apply every write or none (each with :meth:`write`'s event-time rule); with ``fence``, only
-        while the fence holds - else :class:`FencedError` and nothing is written."""
+        """Apply every write or none (each with :meth:`write`'s event-time rule); with ``fences``, only
+        while every fence holds - else :class:`FencedError` and nothing is written."""
         ...
 
     def close(self) -> None: ...

@@ -70,7 +70,7 @@ class MemoryStore:
         return self.transact([Write(namespace, rows, event_time_ms)], ttl_s=ttl_s)[0]
 
     def transact(
-        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+        self, writes: Sequence[Write], *, fences: Sequence[Fence] = (), ttl_s: float | None = None
     ) -> list[WriteResult]:
         prepared = [
             (w.namespace, *prepare_write(w.namespace, w.rows, w.event_time_ms, ttl_s)) for w in writes
@@ -78,7 +78,7 @@ class MemoryStore:
         now = self._clock()
         results: list[WriteResult] = []
         with self._lock:
-            if fence is not None:
+            for fence in fences:
                 entry = self._data.get(fence.namespace, {}).get(fence.entity)
                 held = entry.values.get(fence.field) if entry is not None and entry.live(now) else None
                 if held != fence.value:

@@ -205,7 +205,7 @@ class RedisStore(_Common):
             return self._result(entries, pipe.execute())
 
     def transact(
-        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+        self, writes: Sequence[Write], *, fences: Sequence[Fence] = (), ttl_s: float | None = None
     ) -> list[WriteResult]:
         """MULTI / EXEC over the writes' scripts; the fence is a WATCH on its hash, compared first."""
         prepared = [
@@ -216,38 +216,35 @@ class RedisStore(_Common):
                 self.client.script_load(_WRITE_LUA)
                 self._loaded = True
             try:
-                return self._transact(prepared, fence)
+                return self._transact(prepared, fences)
             except self._noscript:  # the server was flushed since: every write here is idempotent
                 self.client.script_load(_WRITE_LUA)
-                return self._transact(prepared, fence)
+                return self._transact(prepared, fences)
 
     def _transact(
-        self, prepared: list[tuple[str, _Entries, int | None]], fence: Fence | None
+        self, prepared: list[tuple[str, _Entries, int | None]], fences: Sequence[Fence]
     ) -> list[WriteResult]:
         pipe: Any
         with self.client.pipeline(transaction=True) as pipe:
-            if fence is not None:
-                check_namespace(fence.namespace)
-                key = _key(fence.namespace, fence.entity)
-                pipe.watch(key)
-                raw = pipe.hget(key, fence.field)
-                held = None if raw is None else decode_value(bytes(raw))
-                if held != fence.value:
-                    raise FencedError(
-                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
-                        f"not {fence.value!r:.60}: another writer took over"
-                    )
+            if fences:
+                keys = [_key(f.namespace, f.entity) for f in fences]
+                pipe.watch(*keys)
+                for fence, key in zip(fences, keys, strict=True):
+                    raw = pipe.hget(key, fence.field)
+                    held = None if raw is None else decode_value(bytes(raw))
+                    if held != fence.value:
+                        raise FencedError(
+                            f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
+                            f"not {fence.value!r:.60}: another writer took over"
+                        )
                 pipe.multi()
             for namespace, entries, ttl_ms in prepared:
                 self._queue_writes(pipe, self._script.sha, namespace, entries, ttl_ms)
             try:
                 replies = pipe.execute()
             except self._watch:
-                raise FencedError(
-                    f"the fence {fence.namespace}/{fence.entity}/{fence.field} moved during the transaction"
-                    if fence
-                    else "the transaction was aborted"
-                ) from None
+                moved = ", ".join(f"{f.namespace}/{f.entity}/{f.field}" for f in fences)
+                raise FencedError(f"the fence {moved} moved during the transaction") from None
         results: list[WriteResult] = []
         start = 0
         for _, entries, _ in prepared:

@@ -132,16 +132,16 @@ class SQLiteStore:
         return self.transact([Write(namespace, rows, event_time_ms)], ttl_s=ttl_s)[0]
 
     def transact(
-        self, writes: Sequence[Write], *, fence: Fence | None = None, ttl_s: float | None = None
+        self, writes: Sequence[Write], *, fences: Sequence[Fence] = (), ttl_s: float | None = None
     ) -> list[WriteResult]:
         prepared = [
             (w.namespace, *prepare_write(w.namespace, w.rows, w.event_time_ms, ttl_s)) for w in writes
         ]
-        if fence is None and not any(entries for _, entries, _ in prepared):
+        if not fences and not any(entries for _, entries, _ in prepared):
             return [WriteResult(0, []) for _ in prepared]
         now = self._clock()
         with self._transaction() as conn:
-            if fence is not None:
+            for fence in fences:
                 row = conn.execute(
                     "SELECT v.value FROM ff_entities AS e JOIN ff_values AS v "
                     "ON v.namespace = e.namespace AND v.entity = e.entity "
