@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, batch, compile, demo, features, models, serve
+from fourfold.cli import advise, batch, compile, demo, features, models, serve, stream
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -55,6 +55,7 @@ advise.register(app)
 features.register(app)
 serve.register(app)
 batch.register(app)
+stream.register(app)
 
 
 def main() -> None:

@@ -33,10 +33,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import neg
 from typing import Any
 
 import numpy as np
@@ -61,6 +63,15 @@ _NAN = math.nan
 _COUNT, _SUM, _MEAN, _MIN, _MAX, _DISTINCT, _LAST = range(7)
 _CODES = {"count": _COUNT, "sum": _SUM, "mean": _MEAN, "min": _MIN, "max": _MAX,
           "count_distinct": _DISTINCT, "last": _LAST}  # fmt: skip
+_SEQ_END = 2**63  # sequence numbers are stored as int64
+# Below this magnitude a running sum cannot overflow (a window would need ~1e8 such values), so it gives
+# what summing the window gives; a key that folds a larger value sums its windows with C-level passes,
+# which overflow (or not) as they did before the sums ran.
+_BIG = 1e300
+_ACC_LIMIT = 24  # terms of a running sum before it is compressed to its exact partials
+_TRACK_MIN = 48  # events a key's state holds before its windows slide (below, bisects and passes are cheaper)
+_CHAIN = 8  # C-level passes that build a min/max deque before the per-event rule takes over
+_SIGNED_ZERO = math.copysign(1.0, math.fsum([-0.0])) < 0  # whether this Python's fsum keeps -0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,13 +161,112 @@ def _source(fs: FeatureSet) -> EventSource:
     return fs.source(names[0]) if names else fs.sources[0]
 
 
+def _seq_number(seq: Any) -> int:
+    if isinstance(seq, numbers.Integral) and not isinstance(seq, bool) and 0 < int(seq) < _SEQ_END:
+        return int(seq)
+    raise ValueError(f"seq must be an int from 1 to 2**63 - 1 (the event's arrival number), got {_show(seq)}")
+
+
+def _exact(terms: list[float]) -> list[float]:
+    """A few floats with the exact sum of ``terms``: each the ``fsum`` of what the ones before leave.
+
+    The rest is a sum of floats, so a multiple of the least subnormal: a nonzero rest never rounds to 0."""
+    out: list[float] = []
+    rest = terms[:]
+    s = math.fsum(rest)
+    while s:
+        out.append(s)
+        rest.append(-s)
+        s = math.fsum(rest)
+    return out
+
+
+def _chain(col: list[Any], lo: int, hi: int, smallest: bool) -> deque[int]:
+    """The monotonic deque of ``col[lo:hi]``: the indices whose value no later one beats strictly, so its
+    front is the first extreme value, the one ``min()``/``max()`` returns. A few C-level passes find its
+    first links (each the first extreme of what follows the last), the per-event rule the rest."""
+    dq: deque[int] = deque()
+    j = lo
+    for _ in range(_CHAIN):
+        if j >= hi:
+            return dq
+        j = col.index(min(col[j:hi]) if smallest else max(col[j:hi]), j, hi)
+        dq.append(j)
+        j += 1
+    for k in range(j, hi):
+        v = col[k]
+        if smallest:
+            while dq and col[dq[-1]] > v:
+                dq.pop()
+        else:
+            while dq and col[dq[-1]] < v:
+                dq.pop()
+        dq.append(k)
+    return dq
+
+
+def _inserted(dq: deque[int], col: list[Any], i: int, smallest: bool) -> deque[int]:
+    """``dq`` after a value was inserted into ``col`` at ``i`` inside its range (indices from ``i`` on
+    move up one): earlier indices it beats leave, and it joins unless a later value beats it."""
+    items = list(dq)
+    p = bisect_left(items, i)
+    before, after = items[:p], [j + 1 for j in items[p:]]
+    x = col[i]
+    if smallest:
+        while before and col[before[-1]] > x:
+            before.pop()
+        joins = not after or not col[after[0]] < x
+    else:
+        while before and col[before[-1]] < x:
+            before.pop()
+        joins = not after or not col[after[0]] > x
+    if joins:
+        before.append(i)
+    before += after
+    return deque(before)
+
+
+class _Track:
+    """Derived from one key's state, never stored: its windows as of the time ``at`` of its newest read.
+
+    Window ``w`` covers the events ``[los[w], hi)`` of the state's ``(ts, seq)`` order: ``hi`` is the first
+    event at or after ``at``, ``los[w]`` the first at or after the window's start. Both only move forward
+    as ``at`` grows. Per window and column: ``accs`` terms whose exact sum is the window's (values in,
+    negated values out, now and then compressed to a few exact partials), ``dists`` value counts,
+    ``mins``/``maxs`` monotonic deques of indices. Expiry is deferred until the state has grown by a
+    quarter since it last dropped its dead events (``compact_at``), so that dropping costs O(1) per event;
+    whatever shows the state (``state()``, dumps, ``read()``) drops them first (``deferred``)."""
+
+    __slots__ = ("accs", "at", "compact_at", "deferred", "dists", "exact", "hi", "los", "maxs", "mins",
+                 "newest")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.at: int | None = None  # None: not built (the next in-order event builds it)
+        self.hi = 0
+        self.los: list[int] = []
+        self.accs: list[list[float]] = []
+        self.dists: list[dict[Any, int]] = []
+        self.mins: list[deque[int]] = []
+        self.maxs: list[deque[int]] = []
+        self.newest: int | None = None  # the greatest seq of the key since its state was set
+        self.compact_at = 0
+        self.deferred = False  # events older than max_ts - horizon may still be in the state
+        self.exact = True  # False while a summed value is near overflow: sums then take the slow path
+
+
 class IncrementalEngine:
     """Per-key state updated one event at a time (read, then fold); see the module docstring.
 
     ``state``, ``dump_key``/``load_key`` and ``dump``/``load`` give access to the state for checkpoints;
     blobs are a versioned binary format (no pickle) bound to the feature set's windowed definitions.
     Not thread-safe: give each shard of keys one engine, and feed a key's events in arrival order.
-    Per event it costs two bisects per window plus C-level passes over the events in each window.
+
+    Per in-order event (``t`` at or after its key's newest timestamp) the cost is O(1) amortized, however
+    many events its windows hold: each key keeps, per distinct window, a range of its events that slides
+    forward with the event time and running aggregates over it (exact sums, value counts, monotonic
+    deques for min and max), so each event enters and leaves each window once. An out-of-order event
+    reads its own windows with bisects and C-level passes over them, and is folded into the ranges it
+    falls in. The values are exactly those of those passes (``math.fsum``, ``min``, ``max``, ``set``).
     """
 
     def __init__(self, feature_set: FeatureSet) -> None:
@@ -167,7 +277,10 @@ class IncrementalEngine:
         self.layout = Layout.of(feature_set)
         self._lateness = feature_set.allowed_lateness.ms
         self._states: dict[Key, KeyState] = {}
+        self._tracks: dict[Key, _Track] = {}
         self._seq = 0
+        self._track_min = _TRACK_MIN
+        self._huge = False  # the last validated event had a number too large for the running sums
         self._columns = tuple(zip(self.layout.columns, self.layout.numeric, strict=True))
         self._request = tuple(f.field for f in feature_set.request)
         windows = sorted({(f.window.ms, f.hop.ms if f.hop else 0) for f in feature_set.windowed})
@@ -183,6 +296,27 @@ class IncrementalEngine:
         )
         self._windowed_names = tuple(f.name for f in feature_set.windowed)
         self._empty = tuple(f.empty_value for f in feature_set.windowed)
+        # The running aggregates: one slot per (kind, window, column), shared by the features that read it
+        # (a sum and a mean of one column over one window share their terms).
+        kinds = {_SUM: _SUM, _MEAN: _SUM, _MIN: _MIN, _MAX: _MAX, _DISTINCT: _DISTINCT}
+        slots: dict[tuple[int, int, int], int] = {}
+        per_kind = dict.fromkeys((_SUM, _MIN, _MAX, _DISTINCT), 0)
+        aggs: list[list[tuple[int, int, int]]] = [[] for _ in windows]
+        fast: list[tuple[int, int, int, int, float]] = []
+        for (code, wi, ci), empty in zip(self._ops, self._empty, strict=True):
+            slot = -1
+            if code in kinds:
+                kind = kinds[code]
+                if (kind, wi, ci) not in slots:
+                    slots[kind, wi, ci] = per_kind[kind]
+                    aggs[wi].append((kind, per_kind[kind], ci))
+                    per_kind[kind] += 1
+                slot = slots[kind, wi, ci]
+            fast.append((code, wi, ci, slot, empty))
+        self._fast = tuple(fast)
+        self._plan = tuple((wi, w, hop, tuple(aggs[wi])) for wi, (w, hop) in enumerate(windows))
+        self._slots = (per_kind[_SUM], per_kind[_DISTINCT], per_kind[_MIN], per_kind[_MAX])
+        self._summed = tuple(sorted({ci for kind, _, ci in slots if kind == _SUM}))
         # (name, 0 windowed / 1 request / 2 entity, index) in the feature set's order
         w = r = 0
         out: list[tuple[str, int, int]] = []
@@ -198,26 +332,69 @@ class IncrementalEngine:
         self._out = tuple(out)
 
     # -- the per-event path ------------------------------------------------------------------------------
-    def process(self, event: Mapping[str, Any]) -> Scored | Late | Rejected:
-        """Validate, read the features of ``event`` from its key's state, then fold it in."""
+    def process(self, event: Mapping[str, Any], seq: int | None = None) -> Scored | Late | Rejected:
+        """Validate, read the features of ``event`` from its key's state, then fold it in.
+
+        ``seq`` is the event's arrival number (an int >= 1, e.g. its log offset + 1), which orders events
+        with equal timestamps; it must be greater than every sequence number the key has had, else
+        ``ValueError``. Without it the engine numbers events itself, above every number it has seen.
+        """
+        if seq is not None and (type(seq) is not int or not 0 < seq < _SEQ_END):
+            seq = _seq_number(seq)
         parsed = self._validate(event)
         if isinstance(parsed, str):
+            self._huge = False
             return Rejected(parsed, event)
         key, t, values, request = parsed
         st = self._states.get(key)
-        if st is not None and t < st.max_ts - self._lateness:
-            return Late(st.max_ts - self._lateness - t, event)
-        windowed = self._aggregate(st, t)
+        tr = None
+        if st is None:
+            windowed = list(self._empty)
+        else:
+            tr = self._tracks.get(key)
+            if seq is not None:
+                if tr is None:
+                    tr = self._tracks[key] = _Track()
+                if tr.newest is None:
+                    tr.newest = max(st.seq, default=0)
+                if seq <= tr.newest:
+                    raise ValueError(
+                        f"seq {seq} of an event of key {key!r:.80} is not greater than the key's newest "
+                        f"seq {tr.newest}: give each key's events increasing sequence numbers"
+                    )
+            if t < st.max_ts - self._lateness:
+                self._huge = False
+                return Late(st.max_ts - self._lateness - t, event)
+            if tr is not None and tr.at is not None and t >= tr.at:
+                windowed = self._slide(st, tr, t)
+            elif t >= st.max_ts and len(st.ts) >= self._track_min:  # in order: from now on they slide
+                if tr is None:
+                    tr = self._tracks[key] = _Track()
+                windowed = self._build(st, tr, t)
+            else:
+                windowed = self._aggregate(st, t)
+        if self._huge:
+            self._huge = False
+            if tr is not None:
+                tr.exact = False
         out: dict[str, float] = {}
         for name, kind, i in self._out:
             out[name] = windowed[i] if kind == 0 else request[i] if kind == 1 else _NAN
-        self._seq += 1
+        if seq is None:
+            self._seq += 1
+            seq = self._seq
+        elif seq > self._seq:
+            self._seq = seq
         if st is None:
-            self._states[key] = KeyState(
-                t, self.layout.horizon, [t], [self._seq], [[v] for v in values]
-            )  # fmt: skip
+            self._states[key] = KeyState(t, self.layout.horizon, [t], [seq], [[v] for v in values])
+        elif tr is None:
+            st.fold(t, seq, values)
         else:
-            st.fold(t, self._seq, values)
+            tr.newest = seq
+            if tr.at is None:
+                st.fold(t, seq, values)
+            else:
+                self._fold(st, tr, t, seq, values)
         return Scored(key, t, out)
 
     def read(self, key: Key, at_ms: Timestamp) -> dict[str, float]:
@@ -230,7 +407,7 @@ class IncrementalEngine:
             t = timestamp_ms(at_ms)
         except ValueError as exc:
             raise InputError(f"read(): the time {exc}") from None
-        return dict(zip(self._windowed_names, self._aggregate(self._states.get(key), t), strict=True))
+        return dict(zip(self._windowed_names, self._aggregate(self._settled(key), t), strict=True))
 
     def _validate(self, event: Mapping[str, Any]) -> tuple[Key, int, list[Any], list[float]] | str:
         key = event.get(self.key_column)
@@ -260,12 +437,14 @@ class IncrementalEngine:
             if v is _MISSING:
                 return f"field {name!r} is missing"
             if numeric:
-                if type(v) is float and v - v == 0.0:  # the common case, without a call
+                if type(v) is float and -1e300 < v < 1e300:  # the common case, without a call (_BIG)
                     values.append(v)
                     continue
                 x = float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _number(v)
                 if x is None:
                     return f"field {name!r} must be a finite number, got {_show(v)}"
+                if not -_BIG < x < _BIG:
+                    self._huge = True
                 values.append(x)
             else:
                 d = _distinct_value(v)
@@ -284,16 +463,19 @@ class IncrementalEngine:
         return key, t, values, request
 
     def _aggregate(self, st: KeyState | None, t: int) -> list[float]:
+        """The windows at ``t`` by bisects and C-level passes: for out-of-order events and :meth:`read`."""
         if st is None:
             return list(self._empty)
         ts = st.ts
         hi = bisect_left(ts, t)
         if hi == 0:
             return list(self._empty)
-        los = [bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi) for w, hop in self._windows]
+        los = []  # a loop, not a comprehension: cheaper for a few windows
+        for w, hop in self._windows:
+            los.append(bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi))
         cols = st.columns
         out: list[float] = []
-        for (code, wi, ci), empty in zip(self._ops, self._empty, strict=True):
+        for code, wi, ci, _, empty in self._fast:
             lo = los[wi]
             if lo == hi:
                 out.append(empty)
@@ -313,10 +495,238 @@ class IncrementalEngine:
                 out.append(cols[ci][hi - 1])
         return out
 
+    # -- sliding windows ---------------------------------------------------------------------------------
+    def _build(self, st: KeyState, tr: _Track, t: int) -> list[float]:
+        """Position ``tr`` at ``t`` from scratch (C-level passes over each window) and read it."""
+        ts = st.ts
+        if not st.columns:
+            st.columns = [[] for _ in self.layout.columns]
+        cols = st.columns
+        hi = bisect_left(ts, t)
+        n_sums, n_dists, n_mins, n_maxs = self._slots
+        tr.accs = [[] for _ in range(n_sums)]
+        tr.dists = [{} for _ in range(n_dists)]
+        tr.mins = [deque() for _ in range(n_mins)]
+        tr.maxs = [deque() for _ in range(n_maxs)]
+        tr.los = []
+        for _, w, hop, aggs in self._plan:
+            lo = bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi)
+            tr.los.append(lo)
+            for kind, slot, ci in aggs:
+                if kind == _SUM:
+                    tr.accs[slot] = cols[ci][lo:hi]
+                elif kind == _DISTINCT:
+                    tr.dists[slot] = dict(Counter(cols[ci][lo:hi]))  # a dict: Counter has a Python del
+                elif kind == _MIN:
+                    tr.mins[slot] = _chain(cols[ci], lo, hi, True)
+                else:
+                    tr.maxs[slot] = _chain(cols[ci], lo, hi, False)
+        tr.at, tr.hi = t, hi
+        tr.exact = all(
+            not cols[ci] or (min(cols[ci]) > -_BIG and max(cols[ci]) < _BIG) for ci in self._summed
+        )
+        tr.compact_at = len(ts) + max(len(ts) >> 2, 16)
+        return self._values(st, tr)
+
+    def _slide(self, st: KeyState, tr: _Track, t: int) -> list[float]:
+        """Move ``tr`` forward to ``t >= tr.at`` (events enter at ``hi``, leave at each ``lo``); read it."""
+        ts = st.ts
+        cols = st.columns
+        n = len(ts)
+        old = hi = tr.hi
+        # Each end moves a step or two per event: look there before bisecting (a bisect over a hot key's
+        # state costs more, most of it in cache misses).
+        if hi < n and ts[hi] < t:
+            hi += 1
+            if hi < n and ts[hi] < t:
+                hi = bisect_left(ts, t, hi + 1)
+        tr.at = t
+        tr.hi = hi
+        los = tr.los
+        accs, dists, mins, maxs = tr.accs, tr.dists, tr.mins, tr.maxs
+        for wi, w, hop, aggs in self._plan:
+            start = (t - w) // hop * hop if hop else t - w
+            lo = b = los[wi]
+            if b != hi and ts[b] < start:
+                b += 1
+                if b != hi and ts[b] < start:
+                    b = bisect_left(ts, start, b + 1, hi)
+                los[wi] = b
+            if not aggs:
+                continue
+            enter = old
+            if b >= old:  # none of the window's events stays: start afresh
+                if lo != old:
+                    for kind, slot, _ in aggs:
+                        if kind == _SUM:
+                            accs[slot].clear()
+                        elif kind == _DISTINCT:
+                            dists[slot].clear()
+                        elif kind == _MIN:
+                            mins[slot].clear()
+                        else:
+                            maxs[slot].clear()
+                enter = b
+            elif b != lo:  # [lo, b) leave
+                for kind, slot, ci in aggs:
+                    col = cols[ci]
+                    if kind == _SUM:
+                        if b - lo == 1:
+                            accs[slot].append(-col[lo])
+                        else:
+                            accs[slot].extend(map(neg, col[lo:b]))
+                    elif kind == _DISTINCT:
+                        d = dists[slot]
+                        for v in col[lo:b]:
+                            c = d[v] - 1
+                            if c:
+                                d[v] = c
+                            else:
+                                del d[v]
+                    else:
+                        dq = mins[slot] if kind == _MIN else maxs[slot]
+                        while dq[0] < b:  # the deque keeps the window's last event, old - 1 >= b
+                            dq.popleft()
+            if enter != hi:  # [enter, hi) enter
+                for kind, slot, ci in aggs:
+                    col = cols[ci]
+                    if kind == _SUM:
+                        if hi - enter == 1:
+                            accs[slot].append(col[enter])
+                        else:
+                            accs[slot].extend(col[enter:hi])
+                    elif kind == _DISTINCT:
+                        d = dists[slot]
+                        for v in col[enter:hi]:
+                            d[v] = d.get(v, 0) + 1
+                    elif kind == _MIN:
+                        dq = mins[slot]
+                        for k in range(enter, hi):
+                            v = col[k]
+                            while dq and col[dq[-1]] > v:
+                                dq.pop()
+                            dq.append(k)
+                    else:
+                        dq = maxs[slot]
+                        for k in range(enter, hi):
+                            v = col[k]
+                            while dq and col[dq[-1]] < v:
+                                dq.pop()
+                            dq.append(k)
+        return self._values(st, tr)
+
+    def _values(self, st: KeyState, tr: _Track) -> list[float]:
+        cols = st.columns
+        hi = tr.hi
+        los, accs = tr.los, tr.accs
+        out: list[float] = []
+        for code, wi, ci, slot, empty in self._fast:
+            lo = los[wi]
+            if lo == hi:
+                out.append(empty)
+            elif code == _COUNT:
+                out.append(float(hi - lo))
+            elif code <= _MEAN:  # sum or mean
+                acc = accs[slot]
+                if len(acc) > _ACC_LIMIT:
+                    acc[:] = _exact(acc) if tr.exact else []
+                s = math.fsum(acc) if tr.exact else math.fsum(cols[ci][lo:hi])
+                if not s and _SIGNED_ZERO:  # a zero's sign depends on the terms: sum the window
+                    s = math.fsum(cols[ci][lo:hi])
+                out.append(s if code == _SUM else s / (hi - lo))
+            elif code == _LAST:  # the state is ordered by (ts, seq): the newest window event is at hi - 1
+                out.append(cols[ci][hi - 1])
+            elif code == _MAX:
+                out.append(cols[ci][tr.maxs[slot][0]])
+            elif code == _DISTINCT:
+                out.append(float(len(tr.dists[slot])))
+            else:
+                out.append(cols[ci][tr.mins[slot][0]])
+        return out
+
+    def _fold(self, st: KeyState, tr: _Track, t: int, seq: int, values: list[Any]) -> None:
+        """:meth:`KeyState.fold` keeping ``tr`` right, with expiry deferred to an amortized compaction."""
+        ts, seqs, cols = st.ts, st.seq, st.columns
+        n = len(ts)
+        if not n or t > ts[-1] or (t == ts[-1] and seq > seqs[-1]):
+            i = n
+            ts.append(t)
+            seqs.append(seq)
+            for col, v in zip(cols, values, strict=True):
+                col.append(v)
+        else:
+            lo = bisect_left(ts, t)
+            i = bisect_left(seqs, seq, lo, bisect_right(ts, t, lo))
+            ts.insert(i, t)
+            seqs.insert(i, seq)
+            for col, v in zip(cols, values, strict=True):
+                col.insert(i, v)
+        at = tr.at
+        assert at is not None
+        if t < at:  # out of order, before the windows' head: it enters those it falls in
+            self._entered(st, tr, i, t, at)
+        if t > st.max_ts:
+            st.max_ts = t
+            tr.deferred = True
+            if len(ts) >= tr.compact_at:
+                self._compact(st, tr)
+
+    def _entered(self, st: KeyState, tr: _Track, i: int, t: int, at: int) -> None:
+        tr.hi += 1
+        cols = st.columns
+        for wi, w, hop, aggs in self._plan:
+            if t < ((at - w) // hop * hop if hop else at - w):  # before the window: its indices move up
+                tr.los[wi] += 1
+                for kind, slot, _ in aggs:
+                    if kind == _MIN:
+                        tr.mins[slot] = deque(j + 1 for j in tr.mins[slot])
+                    elif kind == _MAX:
+                        tr.maxs[slot] = deque(j + 1 for j in tr.maxs[slot])
+                continue
+            for kind, slot, ci in aggs:
+                x = cols[ci][i]
+                if kind == _SUM:
+                    tr.accs[slot].append(x)
+                elif kind == _DISTINCT:
+                    d = tr.dists[slot]
+                    d[x] = d.get(x, 0) + 1
+                elif kind == _MIN:
+                    tr.mins[slot] = _inserted(tr.mins[slot], cols[ci], i, True)
+                else:
+                    tr.maxs[slot] = _inserted(tr.maxs[slot], cols[ci], i, False)
+
+    def _compact(self, st: KeyState, tr: _Track) -> None:
+        """Drop the dead events (:meth:`KeyState.expire`) and move ``tr``'s indices down with them."""
+        k = st.expire()
+        tr.deferred = False
+        n = len(st.ts)
+        tr.compact_at = n + max(n >> 2, 16)
+        if not k or tr.at is None:
+            return
+        tr.hi -= k
+        tr.los = [lo - k for lo in tr.los]
+        if min(tr.los, default=0) < 0:  # cannot happen (a window never reaches a dead event): rebuild
+            tr.at = None
+            return
+        tr.mins = [deque(j - k for j in dq) for dq in tr.mins]
+        tr.maxs = [deque(j - k for j in dq) for dq in tr.maxs]
+
+    def _settled(self, key: Key) -> KeyState | None:
+        """``key``'s state with its deferred expiry done: what eager expiry would hold."""
+        st = self._states.get(key)
+        if st is not None:
+            tr = self._tracks.get(key)
+            if tr is not None and tr.deferred:
+                self._compact(st, tr)
+        return st
+
     # -- state access and checkpoints --------------------------------------------------------------------
     def state(self, key: Key) -> KeyState | None:
-        """The live state of ``key`` (treat it as read-only), or None for a key never seen."""
-        return self._states.get(key)
+        """The live state of ``key``, or None for a key never seen.
+
+        Treat it as read-only: the engine keeps running aggregates over it. To change a key's state, make
+        a new one (e.g. :meth:`KeyState.merge`) and :meth:`put_state` it."""
+        return self._settled(key)
 
     def keys(self) -> Iterable[Key]:
         return self._states.keys()
@@ -324,14 +734,17 @@ class IncrementalEngine:
     def put_state(self, key: Key, state: KeyState) -> None:
         """Use ``state`` (e.g. decoded earlier) as ``key``'s state, as it is: folding changes it."""
         self._states[key] = state
+        self._tracks.pop(key, None)
+        self._seq = max(self._seq, max(state.seq, default=0))
 
     def drop_key(self, key: Key) -> None:
         """Forget ``key``'s state (e.g. after writing it to an online store)."""
         self._states.pop(key, None)
+        self._tracks.pop(key, None)
 
     def dump_key(self, key: Key) -> bytes:
         """One key's state as a blob for :meth:`load_key`."""
-        st = self._states.get(key)
+        st = self._settled(key)
         if st is None:
             raise NoStateError(f"there is no state for key {key!r:.80}")
         return encode(self.layout, [(key, st)], kind="key", next_seq=self._seq + 1)
@@ -345,10 +758,14 @@ class IncrementalEngine:
         if stored != key:
             raise StateError(f"this blob holds the state of key {stored!r:.80}, not of {key!r:.80}")
         self._states[key] = st
+        self._tracks.pop(key, None)
         self._seq = max(self._seq, next_seq - 1)
 
     def dump(self) -> bytes:
         """Every key's state and the sequence counter, as a blob for :meth:`load`."""
+        for key, tr in self._tracks.items():
+            if tr.deferred:
+                self._compact(self._states[key], tr)
         return encode(self.layout, list(self._states.items()), kind="engine", next_seq=self._seq + 1)
 
     @classmethod

@@ -12,7 +12,7 @@ after the last transaction - the value the incremental engine would compute at t
 
     >>> # online = OnlineFeatures(fs, open_store("redis://127.0.0.1:6379/0"))
     >>> # online.materialize(log)            # nightly: state from the offline log
-    >>> # online.update(event)               # streaming: fold one event and write its state back
+    >>> # online.update_many(events)         # streaming: fold a batch and write the changed states back
     >>> # online.get(["u000042"])            # online: one round trip for many entities
 """
 
@@ -145,25 +145,59 @@ class OnlineFeatures:
         return stale
 
     def update(self, event: Mapping[str, Any]) -> Scored | Late | Rejected:
-        """Streaming + online: score one event against its key's stored state, fold it in, write it back.
+        """Streaming + online: score one event against its key's stored state, fold it in, write it back
+        (:meth:`update_many` of one event)."""
+        [result] = self.update_many([event])
+        return result
 
-        One writer per key (a partition owner) keeps this exact; the store refuses an older state."""
-        key = event.get(self.key_column)
-        if key is None:
-            return self._engine.process(event)  # rejected with the engine's reason
-        key = str(key)
-        [record] = self.store.read(self.namespace, [key], [STATE_FIELD])
-        self._load(key, record.values.get(STATE_FIELD) if record else None)
+    def update_many(self, events: Sequence[Mapping[str, Any]]) -> list[Scored | Late | Rejected]:
+        """Score ``events`` (in arrival order) against their keys' stored state, folding each in before the
+        next is scored; then write back the state of every key an event was folded into. One store read
+        for all the keys, one store write for the changed ones, each with the key's newest event time.
+
+        One writer per key (a partition owner) keeps this exact; the store refuses an older state.
+
+            >>> # online.update_many(poll_batch)   # -> [Scored | Late | Rejected, ...], in order
+        """
+        batch: list[tuple[str | None, Mapping[str, Any]]] = []
+        keys: dict[str, None] = {}  # the keys to read, in order of first appearance
+        for event in events:
+            key = event.get(self.key_column)
+            if key is None:
+                batch.append((None, event))  # rejected with the engine's reason
+                continue
+            key = str(key)
+            batch.append((key, event))
+            if key:  # an empty key is rejected; the store would refuse it
+                keys[key] = None
+        if not keys:
+            return [self._engine.process(e) for _, e in batch]
+        wanted = list(keys)
+        records = self.store.read(self.namespace, wanted, [STATE_FIELD])
         try:
-            result = self._engine.process({**event, self.key_column: key})
-            st = self._engine.state(key)
-            if isinstance(result, Scored) and st is not None:
+            for key, record in zip(wanted, records, strict=True):
+                self._load(key, record.values.get(STATE_FIELD) if record else None)
+            results: list[Scored | Late | Rejected] = []
+            changed: dict[str, None] = {}
+            for key, event in batch:
+                if key is None:
+                    results.append(self._engine.process(event))
+                    continue
+                result = self._engine.process({**event, self.key_column: key})
+                if isinstance(result, Scored):
+                    changed[key] = None
+                results.append(result)
+            if changed:
+                states = [(k, st) for k in changed if (st := self._engine.state(k)) is not None]
                 self.store.write(
-                    self.namespace, {key: {STATE_FIELD: self._blob(key, st)}}, event_time_ms=st.max_ts
+                    self.namespace,
+                    {k: {STATE_FIELD: self._blob(k, st)} for k, st in states},
+                    event_time_ms={k: st.max_ts for k, st in states},
                 )
-            return result
+            return results
         finally:
-            self._forget(key)
+            for key in wanted:
+                self._forget(key)
 
     # -- reading -----------------------------------------------------------------------------------------
     def get(self, entities: Sequence[str], *, at_ms: int | None = None) -> list[dict[str, float] | None]:

@@ -17,6 +17,7 @@ timestamps, sequence numbers and numeric columns follow as little-endian int64/f
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -31,6 +32,11 @@ from itertools import pairwise
 from typing import Any
 
 from fourfold.errors import FourfoldError
+
+try:
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - an optional speed-up
+    _orjson = None  # type: ignore[assignment]
 from fourfold.features.definitions import FeatureSet
 
 __all__ = ["FORMAT_VERSION", "Key", "KeyState", "Layout", "StateError", "decode", "encode"]
@@ -221,15 +227,28 @@ def encode(layout: Layout, entries: Sequence[tuple[Key, KeyState]], *, kind: str
         "kind": kind,
         "feature_set": layout.feature_set,
         "fingerprint": layout.fingerprint,
-        "columns": [
-            [c, "f64" if n else "value"] for c, n in zip(layout.columns, layout.numeric, strict=True)
-        ],
+        "columns": _column_kinds(layout),
         "next_seq": next_seq,
         "keys": keys,
     }
-    head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
+    head = _dumps(header)
     body = head + b"".join(_little(a).tobytes() for a in _arrays(ts, seq, floats))
     return _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(head), zlib.crc32(body)) + body
+
+
+@functools.lru_cache(maxsize=64)
+def _column_kinds(layout: Layout) -> list[list[str]]:
+    return [[c, "f64" if n else "value"] for c, n in zip(layout.columns, layout.numeric, strict=True)]
+
+
+def _dumps(header: dict[str, Any]) -> bytes:
+    """Compact JSON; orjson where installed (the stream writes a blob per changed key per batch)."""
+    if _orjson is not None:
+        try:
+            return bytes(_orjson.dumps(header))  # the values are finite (checked when folded)
+        except TypeError:  # an int key beyond 64 bits
+            pass
+    return json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
 
 
 def _corrupt(why: str) -> StateError:

@@ -253,6 +253,8 @@ def _value(entity: str, name: str, value: object) -> Value:
 
 
 def _event_time(entity: str, value: object) -> int:
+    if type(value) is int and -_MAX_EXACT_MS < value < _MAX_EXACT_MS:  # the common case, no Protocol check
+        return value
     if isinstance(value, bool) or not isinstance(value, SupportsIndex):
         raise StoreInputError(
             f"entity {entity!r}: event_time_ms must be an int (ms since the epoch), got {value!r}"
@@ -280,12 +282,22 @@ def prepare_write(
     if missing:
         raise StoreInputError(f"event_time_ms has no event time for entity(ies) {missing[:5]!r}")
     out: list[tuple[str, dict[str, Value], int]] = []
+    plain = (float, str, bytes)
     for entity, fields in rows.items():
-        check_entities((entity,))
-        if not isinstance(fields, Mapping):
-            raise StoreInputError(f"entity {entity!r}: expected a mapping of field -> value, got {fields!r}")
-        check_fields(list(fields))
-        values = {name: _value(entity, name, v) for name, v in fields.items()}
+        if type(entity) is not str or not entity:
+            check_entities((entity,))
+        if type(fields) is dict and len(fields) == 1:  # the common case (one state blob), checked inline
+            [(name, v)] = fields.items()
+            if type(name) is not str or not name or name.startswith("__"):
+                check_fields([name])
+            values = {name: v if type(v) in plain else _value(entity, name, v)}
+        else:
+            if not isinstance(fields, Mapping):
+                raise StoreInputError(
+                    f"entity {entity!r}: expected a mapping of field -> value, got {fields!r}"
+                )
+            check_fields(list(fields))
+            values = {name: _value(entity, name, v) for name, v in fields.items()}
         et = shared if times is None else _event_time(entity, times[entity])
         out.append((entity, values, et))
     return out, ttl_ms

@@ -1,0 +1,428 @@
+"""The stream processor: a poll batch of events in, decisions and dead letters out, on the one path.
+
+Per poll batch (never per event on the I/O side):
+
+1. decode each message (a JSON object, else a dead letter ``malformed``) and refuse an event that carries
+   a field fourfold computes (:meth:`Assembly.check_fields`);
+2. load the state of the batch's keys that this process does not hold yet - one store read;
+3. per event, in log order, the incremental engine reads the windows and folds the event
+   (``docs/features.md``; a bad key, timestamp or value is ``invalid``, a late event ``late``);
+4. the entity features of the batch's keys - one store read;
+5. :meth:`Predictor.check` on the assembled rows (a row the model refuses is ``invalid``) and one
+   vectorized :meth:`Predictor.score`; the decision rule gives each event its action;
+6. one store transaction: the changed keys' state (where ``fourfold serve`` reads it) and each
+   partition's checkpoint - its next offset and this batch's records (:mod:`fourfold.stream.checkpoints`);
+7. delivery: the records to the sink and the dead-letter log, then the input offsets committed - in one
+   Kafka transaction with ``exactly_once``.
+
+A batch whose checkpoint cannot be written (the store is down) is forgotten and read again; a partition
+another process took over ends this process (:class:`~fourfold.features.stores.FencedError`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fourfold.errors import InputError, UnavailableError
+from fourfold.features.assemble import Assembly
+from fourfold.features.definitions import FeatureSet
+from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored
+from fourfold.features.stores.base import FencedError, OnlineStore, StoreError, Write
+from fourfold.model.predictor import Predictor
+from fourfold.stream.checkpoints import Checkpoints, Restored
+from fourfold.stream.dead_letters import dead_letter
+from fourfold.stream.logs.base import Message, OutRecord, Sink, Source
+from fourfold.stream.metrics import StreamMetrics
+
+__all__ = ["BatchReport", "Delivery", "StreamProcessor"]
+
+log = logging.getLogger("fourfold.stream")
+STATE_FIELD = "_state"  # the field OnlineFeatures reads a key's state from
+_RETRIES = 5
+
+try:
+    import orjson
+
+    def _dumps(obj: Any) -> bytes:
+        return orjson.dumps(obj)
+
+    _loads: Any = orjson.loads
+    _JSONError: Any = orjson.JSONDecodeError
+except ImportError:  # pragma: no cover - the stream extra brings orjson
+
+    def _dumps(obj: Any) -> bytes:
+        if "features" in obj:  # NaN -> null, as orjson writes it
+            obj = {**obj, "features": {k: None if v != v else v for k, v in obj["features"].items()}}
+        return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
+
+    _loads = json.loads
+    _JSONError = ValueError
+
+
+class Delivery:
+    """Delivers a batch's records and commits its input offsets; at-least-once: send, flush, commit."""
+
+    def __init__(self, sinks: Sequence[Sink | None], source: Source) -> None:
+        self.sinks, self.source = sinks, source
+
+    def deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+        for sink, recs in zip(self.sinks, records, strict=True):
+            if sink is not None and recs:
+                sink.send(recs)
+        for sink in self.sinks:
+            if sink is not None:
+                sink.flush()
+        self.source.commit(offsets)
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    polled: int
+    decided: int
+    dead: int
+
+
+class StreamProcessor:
+    """Scores one consumer's share of a log; see the module docstring. ``sinks[0]`` takes decisions,
+    ``sinks[1]`` (optional) dead letters; without a dead-letter sink they are logged and counted."""
+
+    def __init__(
+        self,
+        predictor: Predictor,
+        feature_set: FeatureSet | None,
+        source: Source,
+        sinks: Sequence[Sink | None],
+        store: OnlineStore,
+        *,
+        group: str,
+        delivery: Delivery | None = None,
+        threshold: float | None = None,
+        actions: tuple[str, str] = ("block", "allow"),
+        id_field: str = "event_id",
+        with_features: bool = True,
+        batch_size: int = 2000,
+        max_wait_ms: int = 20,
+        max_keys: int = 200_000,
+        metrics: StreamMetrics | None = None,
+    ) -> None:
+        self.predictor = predictor
+        self.fs = feature_set
+        self.source = source
+        self.sinks = list(sinks)
+        self.store = store
+        self.delivery = delivery or Delivery(self.sinks, source)
+        self.assembly = Assembly(predictor.signature.feature_names, feature_set)
+        windowed = feature_set is not None and bool(feature_set.windowed)
+        self.engine = IncrementalEngine(feature_set) if windowed and feature_set is not None else None
+        self.key_column = self.assembly.key
+        self.ts_column = self.engine.timestamp_column if self.engine else None
+        self.threshold = predictor.threshold if threshold is None else threshold
+        self.binary = predictor.signature.task == "binary"
+        self.actions = actions
+        self.id_field = id_field
+        self.with_features = with_features
+        self.batch_size, self.max_wait_s = batch_size, max_wait_ms / 1000
+        self.max_keys = max_keys
+        self.metrics = metrics or StreamMetrics(prometheus=False)
+        self.namespace = feature_set.name if feature_set is not None else ""
+        self.entity_names = [f.name for f in feature_set.entity_features] if feature_set else []
+        self.entity_defaults = {f.name: f.default for f in feature_set.entity_features} if feature_set else {}
+        self.checkpoints = Checkpoints(store, group, source.name)
+        self.names = list(predictor.signature.feature_names)
+        self._lateness = str(feature_set.allowed_lateness) if feature_set is not None else "none"
+        pkg = predictor.package
+        self.version = str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
+        self._loaded: dict[str, int] = {}  # keys whose state the engine holds -> their partition
+        self._redeliver: list[tuple[int, Restored]] = []
+        self.owned: set[int] = set()
+        self.last_loop = time.monotonic()
+        self.metrics.checkpoint_ms = lambda: self.checkpoints.last_ms
+        self.metrics.partitions = lambda: len(self.owned)
+
+    # -- partitions gained and lost (called by the source from inside poll) ------------------------------
+    def assigned(self, partitions: Sequence[int]) -> dict[int, int | None]:
+        committed = self.source.committed(partitions)
+        starts: dict[int, int | None] = {}
+        for p in partitions:
+            restored = self.checkpoints.claim(p)
+            starts[p] = restored.offset
+            self.owned.add(p)
+            got = committed.get(p)
+            if restored.offset is not None and (got is None or got < restored.offset or restored.marks):
+                self._redeliver.append((p, restored))
+            log.info("partition %s of %s: from offset %s (epoch %s)", p, self.source.url, restored.offset,
+                     restored.epoch)  # fmt: skip
+        return starts
+
+    def revoked(self, partitions: Sequence[int]) -> None:
+        gone = set(partitions)
+        if self.engine is not None:
+            for key in [k for k, p in self._loaded.items() if p in gone]:
+                self.engine.drop_key(key)
+                del self._loaded[key]
+        self.owned -= gone
+        self.checkpoints.release(partitions)
+        self._redeliver = [(p, r) for p, r in self._redeliver if p not in gone]
+
+    def start(self) -> None:
+        self.source.start(self)
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def step(self) -> BatchReport:
+        """Poll once and process what came (at most ``batch_size`` events)."""
+        self.last_loop = time.monotonic()
+        messages = self.source.poll(self.batch_size, self.max_wait_s)
+        if self._redeliver:
+            self._redeliver_outboxes()
+        if not messages:
+            return BatchReport(0, 0, 0)
+        return self.process(messages)
+
+    def _redeliver_outboxes(self) -> None:
+        pending, self._redeliver = self._redeliver, []
+        for p, restored in pending:
+            for i, mark in restored.marks.items():
+                sink = self.sinks[i] if i < len(self.sinks) else None
+                if sink is not None and sink.mark() is not None:
+                    sink.rewind(mark)
+            records: list[list[OutRecord]] = [[] for _ in self.sinks]
+            for i, r in restored.outbox:
+                if i < len(records):
+                    records[i].append(r)
+            assert restored.offset is not None
+            self._deliver(records, {p: restored.offset})
+            log.info(
+                "partition %s: delivered the last checkpoint's %d records again", p, len(restored.outbox)
+            )
+
+    def process(self, messages: Sequence[Message]) -> BatchReport:
+        t0 = time.perf_counter()
+        now_ms = time.time_ns() // 1_000_000
+        source = self.source.url
+        first: dict[int, int] = {}
+        ends: dict[int, int] = {}
+        events: list[tuple[Message, dict[str, Any]]] = []
+        outbox: dict[int, list[tuple[int, OutRecord]]] = {}
+        dead_codes: list[str] = []
+        dlq: list[tuple[int, int, OutRecord]] = []
+
+        def dead(m: Message, code: str, reason: str, key: str | None = None) -> None:
+            rec = dead_letter(m, code, reason, source, key)
+            dlq.append((m.partition, m.offset, rec))
+            outbox.setdefault(m.partition, []).append((1, rec))
+            dead_codes.append(code)
+
+        key_col = self.key_column
+        need: dict[str, int] = {}
+        for m in messages:
+            first.setdefault(m.partition, m.offset)
+            ends[m.partition] = m.end if m.end is not None else m.offset + 1
+            try:
+                event = _loads(m.value)
+            except _JSONError as exc:
+                dead(m, "malformed", f"the event is not valid JSON: {exc}")
+                continue
+            if not isinstance(event, dict):
+                dead(m, "malformed", f"an event must be a JSON object, got {type(event).__name__}")
+                continue
+            if key_col is not None:
+                k = event.get(key_col)
+                if type(k) is int:
+                    k = event[key_col] = str(k)
+                if type(k) is str and k and k not in self._loaded:
+                    need[k] = m.partition
+            try:
+                self.assembly.check_fields(event, where="the event", unknown=False)
+            except InputError as exc:
+                dead(m, "invalid", str(exc), event.get(key_col) if key_col else None)
+                continue
+            events.append((m, event))
+
+        touched = self._load_states(need)
+        scored: list[tuple[Message, dict[str, Any], dict[str, float], str | None]] = []
+        changed: dict[str, int] = {}
+        engine = self.engine
+        for m, event in events:
+            key = event.get(key_col) if key_col else None
+            if engine is None:
+                scored.append((m, event, {}, key))
+                continue
+            r = engine.process(event, seq=m.offset + 1)
+            if type(r) is Scored:
+                scored.append((m, event, r.values, key))
+                changed[str(r.key)] = m.partition
+            elif type(r) is Late:
+                dead(m, "late", f"the event is {r.lateness_ms} ms later than the allowed lateness "
+                     f"({self._lateness}) behind its key's newest event", key)  # fmt: skip
+            else:
+                assert isinstance(r, Rejected)
+                dead(m, "invalid", r.reason, key)
+        for k, p in changed.items():
+            self._loaded[k] = p
+
+        decided = self._decide(scored, outbox, dead, now_ms)
+        decisions = [rec for p in sorted(outbox) for i, rec in outbox[p] if i == 0]
+        # the checkpoint, then delivery: a crash in between is repaired from the outbox on restore
+        state = self._state_writes(changed)
+        marks = {i: at for i, s in enumerate(self.sinks) if s is not None and (at := s.mark()) is not None}
+        try:
+            self.checkpoints.commit(state, ends, outbox, marks)
+        except FencedError:
+            raise
+        except StoreError as exc:
+            self._forget(touched | set(changed))
+            self.source.seek(first)
+            log.warning("the checkpoint could not be written (%s); the batch will be read again", exc)
+            time.sleep(0.5)
+            return BatchReport(len(messages), 0, 0)
+        dlq.sort(key=lambda d: (d[0], d[1]))  # in log order, whichever step refused the event
+        self._deliver([decisions, [rec for *_, rec in dlq]], ends)
+        self._evict()
+        seconds = time.perf_counter() - t0
+        done_ms = time.time_ns() // 1_000_000
+        latencies = [(done_ms - t) / 1000 for msg, *_ in scored if (t := msg.log_time_ms) is not None]
+        self.metrics.batch(decided, dead_codes, seconds, latencies)
+        if dlq and (len(self.sinks) < 2 or self.sinks[1] is None):  # no dead-letter log: say it here
+            for *_, rec in dlq[:5]:
+                log.warning("dead letter: %s", rec.value[:500].decode("utf-8", "replace"))
+        return BatchReport(len(messages), decided, len(dlq))
+
+    def _decide(
+        self,
+        scored: list[tuple[Message, dict[str, Any], dict[str, float], str | None]],
+        outbox: dict[int, list[tuple[int, OutRecord]]],
+        dead: Any,
+        now_ms: int,
+    ) -> int:
+        if not scored:
+            return 0
+        # the model's columns, by the one assembly rule: request fields from the event, the rest computed
+        columns: dict[str, Any] = {}
+        for name, field in self.assembly.request:
+            values = [event[field] for _, event, _, _ in scored]
+            # the engine has checked the feature set's request fields (finite numbers): a float column
+            columns[name] = np.asarray(values, dtype=np.float64) if self.engine is not None else values
+        entity = self._entity_features([k for *_, k in scored]) if self.entity_names else {}
+        for name in self.assembly.computed:
+            if name in self.entity_defaults:
+                default = float(self.entity_defaults[name])
+                columns[name] = [entity.get(k or "", {}).get(name, default) for *_, k in scored]
+            else:
+                columns[name] = [values[name] for _, _, values, _ in scored]
+        checked = self.predictor.check(columns)
+        out = self.predictor.score(checked.x)
+        scores = out.get("score", out.get("value"))
+        labels = out.get("label")
+        ok = checked.ok
+        decided = 0
+        block, allow = self.actions
+        threshold, binary = self.threshold, self.binary
+        ts_col, id_field, version = self.ts_column, self.id_field, self.version
+        names = self.names if self.with_features else []
+        ordered = [c.tolist() if isinstance(c := columns[n], np.ndarray) else c for n in names]
+        source_name = self.source.name
+        j = 0
+        for i, (m, event, _, key) in enumerate(scored):
+            if ok is not None and not ok[i]:
+                dead(m, "invalid", checked.reason(i) or "refused by the model's check", key)
+                continue
+            score = float(scores[j]) if scores is not None else math.nan
+            if binary:
+                action = block if score > threshold else allow
+            else:
+                action = str(labels[j].item() if labels is not None else score)
+            j += 1
+            event_id = event.get(id_field)
+            if event_id is None:
+                event_id = f"{source_name}/{m.partition}/{m.offset}"
+            body: dict[str, Any] = {
+                "event_id": event_id,
+                "score": score,
+                "action": action,
+                "model_version": version,
+                "event_time": event.get(ts_col) if ts_col else None,
+                "scored_at": now_ms,
+                "key": key,
+            }
+            if names:
+                body["features"] = {n: col[i] for n, col in zip(names, ordered, strict=True)}
+            outbox.setdefault(m.partition, []).append((0, OutRecord(str(event_id).encode(), _dumps(body))))
+            decided += 1
+        return decided
+
+    def _entity_features(self, keys: list[str | None]) -> dict[str, dict[str, float]]:
+        if not self.entity_names or self.fs is None:
+            return {}
+        unique = sorted({k for k in keys if k is not None and k})
+        records = self.store.read(self.fs.entity_namespace, unique, self.entity_names)
+        out: dict[str, dict[str, float]] = {}
+        for k, rec in zip(unique, records, strict=True):
+            vals: dict[str, float] = {}
+            for n in self.entity_names:
+                v = rec.values.get(n, self.entity_defaults[n]) if rec is not None else self.entity_defaults[n]
+                vals[n] = float(v) if isinstance(v, int | float) else math.nan
+            out[k] = vals
+        return out
+
+    def _load_states(self, need: Mapping[str, int]) -> set[str]:
+        if self.engine is None or not need:
+            return set()
+        keys = list(need)
+        records = self.store.read(self.namespace, keys, [STATE_FIELD])
+        for k, rec in zip(keys, records, strict=True):
+            blob = rec.values.get(STATE_FIELD) if rec is not None else None
+            if isinstance(blob, bytes):
+                self.engine.load_key(k, blob)
+            self._loaded[k] = need[k]
+        return set(keys)
+
+    def _state_writes(self, changed: Mapping[str, int]) -> list[Write]:
+        if self.engine is None or not changed:
+            return []
+        rows: dict[str, dict[str, Any]] = {}
+        times: dict[str, int] = {}
+        for k in changed:
+            st = self.engine.state(k)
+            if st is None:
+                continue
+            rows[k] = {STATE_FIELD: self.engine.dump_key(k)}
+            times[k] = st.max_ts
+        return [Write(self.namespace, rows, times)]
+
+    def _forget(self, keys: set[str]) -> None:
+        for k in keys:
+            if self.engine is not None:
+                self.engine.drop_key(k)
+            self._loaded.pop(k, None)
+
+    def _evict(self) -> None:
+        over = len(self._loaded) - self.max_keys
+        if over > 0 and self.engine is not None:
+            for k in list(self._loaded)[:over]:  # the oldest loaded; the store holds their state
+                self.engine.drop_key(k)
+                del self._loaded[k]
+
+    def _deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+        for attempt in range(_RETRIES):
+            try:
+                self.delivery.deliver(records, offsets)
+                return
+            except UnavailableError as exc:
+                if attempt == _RETRIES - 1:
+                    raise
+                log.warning("delivery failed (%s); trying again", exc)
+                time.sleep(0.2 * 2**attempt)
+
+    def healthy(self, stale_s: float = 30.0) -> tuple[bool, str]:
+        idle = time.monotonic() - self.last_loop
+        if idle > stale_s:
+            return False, f"the stream loop has not polled for {idle:.0f} s"
+        return True, f"ok: {len(self.owned)} partitions"

@@ -1,0 +1,73 @@
+"""Helpers for the stream tests and benchmarks: demo transactions as JSON events, JSONL files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from fourfold import Predictor, load_package
+from fourfold.demo.data import generate_transactions
+from fourfold.demo.features import FRAUD_FEATURES
+from fourfold.features.offline import compute_features
+
+
+def events_of(log: pa.Table) -> list[dict[str, Any]]:
+    """The log's rows as JSON-ready events (event_time as int ms), in arrival order."""
+    t = log.set_column(
+        log.schema.get_field_index("event_time"), "event_time", log["event_time"].cast(pa.int64())
+    )
+    return t.drop_columns(["is_fraud"]).to_pylist()
+
+
+def demo_events(n: int, seed: int = 3) -> list[dict[str, Any]]:
+    return events_of(generate_transactions(n, seed=seed))
+
+
+def write_jsonl(path: Path, events: list[dict[str, Any]] | list[str]) -> Path:
+    with path.open("w") as f:
+        for e in events:
+            f.write((e if isinstance(e, str) else json.dumps(e)) + "\n")
+    return path
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def offline(events: list[dict[str, Any]], model: Path) -> dict[Any, tuple[dict[str, float], float]]:
+    """What the offline engine and the predictor give each event of the log, in arrival order."""
+    log = pa.Table.from_pylist(events)
+    log = log.set_column(log.schema.get_field_index("event_time"), "event_time",
+                         log["event_time"].cast(pa.timestamp("ms", tz="UTC")))  # fmt: skip
+    feats = compute_features(log, FRAUD_FEATURES, on_error="reject")
+    pkg = load_package(model)
+    names = pkg.signature.feature_names
+    table = {n: feats[n].to_numpy(zero_copy_only=False).astype(np.float64) for n in names}
+    scores = Predictor(pkg).predict(table)["score"]
+    out = {}
+    for i, e in enumerate(events):
+        out[e["event_id"]] = ({n: float(table[n][i]) for n in names}, float(scores[i]))
+    return out
+
+
+def same(a: float | None, b: float) -> bool:
+    if a is None:
+        return bool(np.isnan(b))
+    return a == b or abs(a - b) <= 1e-9 * max(1.0, abs(b))
+
+
+def assert_parity(
+    decisions: list[dict[str, Any]], expected: dict[Any, tuple[dict[str, float], float]]
+) -> None:
+    assert len(decisions) == len(expected)
+    for d in decisions:
+        features, score = expected[d["event_id"]]
+        bad = {n: (d["features"][n], v) for n, v in features.items() if not same(d["features"][n], v)}
+        assert not bad, (d["event_id"], bad)
+        assert d["score"] == pytest.approx(score, abs=1e-6)
+        assert d["action"] == ("block" if d["score"] > 0.85 else "allow")
