@@ -42,7 +42,8 @@ number (``raise ConflictError(...)``, not ``ConflictError(...)``).
     ├── StoreError (500)                 a feature store operation failed (features.stores)
     │   ├── StoreUnavailableError (503)    the store cannot be reached
     │   ├── StoreURLError (400)            a store URL that cannot be read
-    │   └── StoreInputError (422)          a namespace, entity or value the store cannot take
+    │   ├── StoreInputError (422)          a namespace, entity or value the store cannot take
+    │   └── FencedError (409)              a fenced transaction found another writer took over
     ├── SQLError (503)                   a SQL input could not be read (batch.sql)
     ├── MissingExtraError (501)          an optional dependency is not installed
     ├── UnavailableError (503)           not able to answer now: retry later
