@@ -75,7 +75,10 @@ def _sink(url: str, o: StreamOptions, instance: str, shared: dict[str, Any]) -> 
 
 
 class _Transactional(Delivery):
-    """Exactly-once: the batch's records and its input offsets in one Kafka transaction."""
+    """Exactly-once: the batch's records and its input offsets in one Kafka transaction, committed at
+    once (a transaction left open across the next batch is what a kill -9 then catches: not pipelined)."""
+
+    pipelined = False
 
     def __init__(self, sinks: Sequence[Sink | None], source: Source) -> None:
         from fourfold.stream.logs.kafka import KafkaSink, KafkaSource, KafkaTransaction
@@ -85,12 +88,17 @@ class _Transactional(Delivery):
         assert isinstance(source, KafkaSource)
         self.txn = KafkaTransaction(sinks[0], source)
 
-    def deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+    def send(self, records: Sequence[Sequence[OutRecord]]) -> None:
         self.txn.begin()
-        for sink, recs in zip(self.sinks, records, strict=True):
-            if sink is not None and recs:
-                sink.send(recs)
+        super().send(records)
+
+    def complete(self, offsets: Mapping[int, int]) -> None:
         self.txn.commit(offsets)
+
+    def release(self, offsets: Mapping[int, int]) -> None:
+        # committing here would race the next owner's read of the group's offsets: abort, and let it
+        # deliver the checkpoint's outbox in its own transaction
+        self.txn.abort()
 
 
 def _feature_set(o: StreamOptions, pkg: Any) -> FeatureSet | None:
@@ -144,6 +152,7 @@ def run_stream(
             if source.finished and not report.polled:
                 processor.step()  # a last poll: nothing left, and any redelivery done
                 break
+        processor.complete()  # the last batch's records flushed and its offsets committed
         counts = metrics.counts
         dead = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dead_letter:")}
         return StreamSummary(counts["decided"], dead, batches)

@@ -13,7 +13,8 @@ Per poll batch (never per event on the I/O side):
 6. one store transaction: the changed keys' state (where ``fourfold serve`` reads it) and each
    partition's checkpoint - its next offset and this batch's records (:mod:`fourfold.stream.checkpoints`);
 7. delivery: the records to the sink and the dead-letter log, then the input offsets committed - in one
-   Kafka transaction with ``exactly_once``.
+   Kafka transaction with ``exactly_once``; the flush and commit wait overlaps the next batch and ends
+   before the next checkpoint, so an outbox is replaced only once its batch is delivered.
 
 A batch whose checkpoint cannot be written (the store is down) is forgotten and read again; a partition
 another process took over ends this process (:class:`~fourfold.features.stores.FencedError`).
@@ -68,19 +69,31 @@ except ImportError:  # pragma: no cover - the stream extra brings orjson
 
 
 class Delivery:
-    """Delivers a batch's records and commits its input offsets; at-least-once: send, flush, commit."""
+    """Delivers a batch's records and commits its input offsets, in two steps so that the wait for the
+    log's acknowledgements overlaps the next batch: ``send`` queues, ``complete`` flushes and commits.
+    At-least-once; a subclass makes it one Kafka transaction."""
+
+    #: whether the flush / commit may wait until the next batch (False: complete each batch at once)
+    pipelined = True
 
     def __init__(self, sinks: Sequence[Sink | None], source: Source) -> None:
         self.sinks, self.source = sinks, source
 
-    def deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+    def send(self, records: Sequence[Sequence[OutRecord]]) -> None:
         for sink, recs in zip(self.sinks, records, strict=True):
             if sink is not None and recs:
                 sink.send(recs)
+
+    def complete(self, offsets: Mapping[int, int]) -> None:
         for sink in self.sinks:
             if sink is not None:
                 sink.flush()
         self.source.commit(offsets)
+
+    def release(self, offsets: Mapping[int, int]) -> None:
+        """The partitions are being given up: deliver what was sent (a transaction aborts instead, and
+        the next owner delivers the checkpoint's outbox in its own)."""
+        self.complete(offsets)
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,9 @@ class StreamProcessor:
         self.version = str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
         self._loaded: dict[str, int] = {}  # keys whose state the engine holds -> their partition
         self._redeliver: list[tuple[int, Restored]] = []
+        # the last batch's records, sent but not yet flushed and committed: completed before the next
+        # checkpoint (whose outbox replaces this batch's), when idle, on a revoke and at the end
+        self._inflight: tuple[Sequence[Sequence[OutRecord]], Mapping[int, int]] | None = None
         self.owned: set[int] = set()
         self.last_loop = time.monotonic()
         self.metrics.checkpoint_ms = lambda: self.checkpoints.last_ms
@@ -163,6 +179,10 @@ class StreamProcessor:
         return starts
 
     def revoked(self, partitions: Sequence[int]) -> None:
+        if self._inflight is not None:  # delivered (or, in a transaction, aborted) before another owner
+            offsets = self._inflight[1]
+            self._inflight = None
+            self.delivery.release(offsets)
         gone = set(partitions)
         if self.engine is not None:
             for key in [k for k, p in self._loaded.items() if p in gone]:
@@ -183,10 +203,12 @@ class StreamProcessor:
         if self._redeliver:
             self._redeliver_outboxes()
         if not messages:
+            self.complete()
             return BatchReport(0, 0, 0)
         return self.process(messages)
 
     def _redeliver_outboxes(self) -> None:
+        self.complete()
         pending, self._redeliver = self._redeliver, []
         for p, restored in pending:
             for i, mark in restored.marks.items():
@@ -198,7 +220,8 @@ class StreamProcessor:
                 if i < len(records):
                     records[i].append(r)
             assert restored.offset is not None
-            self._deliver(records, {p: restored.offset})
+            self._send(records, {p: restored.offset})
+            self.complete()
             log.info(
                 "partition %s: delivered the last checkpoint's %d records again", p, len(restored.outbox)
             )
@@ -272,6 +295,7 @@ class StreamProcessor:
         decisions = [rec for p in sorted(outbox) for i, rec in outbox[p] if i == 0]
         # the checkpoint, then delivery: a crash in between is repaired from the outbox on restore
         state = self._state_writes(changed)
+        self.complete()  # the previous batch is delivered before its outbox is replaced
         marks = {i: at for i, s in enumerate(self.sinks) if s is not None and (at := s.mark()) is not None}
         try:
             self.checkpoints.commit(state, ends, outbox, marks)
@@ -284,7 +308,7 @@ class StreamProcessor:
             time.sleep(0.5)
             return BatchReport(len(messages), 0, 0)
         dlq.sort(key=lambda d: (d[0], d[1]))  # in log order, whichever step refused the event
-        self._deliver([decisions, [rec for *_, rec in dlq]], ends)
+        self._send([decisions, [rec for *_, rec in dlq]], ends)
         self._evict()
         seconds = time.perf_counter() - t0
         done_ms = time.time_ns() // 1_000_000
@@ -412,10 +436,24 @@ class StreamProcessor:
                 self.engine.drop_key(k)
                 del self._loaded[k]
 
-    def _deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+    def _send(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
+        assert self._inflight is None
+        self._inflight = (records, offsets)
+        self.delivery.send(records)
+        if not self.delivery.pipelined:
+            self.complete()
+
+    def complete(self) -> None:
+        """Flush and commit the batch in flight (sent again on a failure: the copies are identical)."""
+        if self._inflight is None:
+            return
+        records, offsets = self._inflight
         for attempt in range(_RETRIES):
             try:
-                self.delivery.deliver(records, offsets)
+                if attempt:
+                    self.delivery.send(records)
+                self.delivery.complete(offsets)
+                self._inflight = None
                 return
             except UnavailableError as exc:
                 if attempt == _RETRIES - 1:

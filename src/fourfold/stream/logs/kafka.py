@@ -73,6 +73,7 @@ class KafkaSource:
         self._listener: Rebalance | None = None
         self._owned: set[int] = set()
         self._seen: dict[int, int] = {}  # the next offset after the newest message read, per partition
+        self._revoking = False
 
     def start(self, listener: Rebalance) -> None:
         self._listener = listener
@@ -91,10 +92,14 @@ class KafkaSource:
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         assert self._listener is not None
         gone = [tp.partition for tp in partitions]
+        self._revoking = True  # first the listener: it may still commit what it delivered there
+        try:
+            self._listener.revoked(gone)
+        finally:
+            self._revoking = False
         self._owned.difference_update(gone)
         for p in gone:
             self._seen.pop(p, None)
-        self._listener.revoked(gone)
         consumer.unassign()
 
     def poll(self, max_messages: int, timeout_s: float) -> list[Message]:
@@ -126,8 +131,8 @@ class KafkaSource:
         tps = [self._kafka.TopicPartition(self.topic, p, o) for p, o in offsets.items() if p in self._owned]
         if tps:
             # progress is in the checkpoint; a failed commit is carried by the next one
-            with contextlib.suppress(self._kafka.KafkaException):
-                self.consumer.commit(offsets=tps, asynchronous=True)
+            with contextlib.suppress(self._kafka.KafkaException):  # synchronous while giving them up
+                self.consumer.commit(offsets=tps, asynchronous=not self._revoking)
 
     def committed(self, partitions: Sequence[int]) -> dict[int, int | None]:
         tps = [self._kafka.TopicPartition(self.topic, p) for p in partitions]
@@ -240,6 +245,12 @@ class KafkaTransaction:
 
     def begin(self) -> None:
         self.sink.producer.begin_transaction()
+
+    def abort(self) -> None:
+        try:
+            self.sink.producer.abort_transaction(30)
+        except self._kafka.KafkaException as exc:
+            raise UnavailableError(f"the Kafka transaction on {self.sink.url} failed: {exc}") from None
 
     def commit(self, offsets: Mapping[int, int]) -> None:
         """Commit the transaction with ``offsets`` (next offsets of the input) as the group's progress."""
