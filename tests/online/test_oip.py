@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fourfold.model.signature import Feature, Signature
-from fourfold.online.oip import OIPError, decode_infer, encode_infer
+from fourfold.online.oip import OIPError, _tensor, decode_infer, encode_infer
 
 SIG = Signature.for_task("binary", [Feature("a"), Feature("b")])
 
@@ -73,3 +73,10 @@ def test_protocol_errors_are_400_and_named(body: dict[str, object], needle: str)
     with pytest.raises(OIPError, match=needle.replace("(", r"\(").replace(")", r"\)")) as info:
         decode_infer(body, SIG)
     assert info.value.status == 400
+
+
+def test_a_shape_numpy_cannot_hold_is_refused_even_with_a_zero_dimension() -> None:
+    # the element count is 0 (it matches the empty data), but the other dimensions overflow numpy
+    shape = [211530, 0, 868, 1545737, 1188, 359, 236823118, 2830, 276, 5131184, 311070]
+    with pytest.raises(OIPError, match="beyond any tensor"):
+        _tensor({"name": "x", "shape": shape, "datatype": "FP64", "data": []}, 0)

@@ -68,6 +68,8 @@ def _tensor(t: Any, i: int) -> tuple[str, np.ndarray]:
         isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
     ):
         raise OIPError(f"input {name!r}: shape must be a list of non-negative integers, got {shape!r:.80}")
+    if len(shape) > 32 or math.prod(d for d in shape if d) > 2**40:  # numpy cannot even shape it
+        raise OIPError(f"input {name!r}: shape {shape!r:.80} is beyond any tensor this server takes")
     if not isinstance(datatype, str):
         raise OIPError(f"input {name!r}: datatype must be a string such as FP64, got {datatype!r:.80}")
     if datatype == "BYTES":
