@@ -118,6 +118,15 @@ class Fence:
     value: Value | None
 
 
+def check_fence(fence: Fence, held: Value | None) -> None:
+    """Raise :class:`FencedError` unless the stored value ``held`` is what ``fence`` expects."""
+    if held != fence.value:
+        raise FencedError(
+            f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
+            f"not {fence.value!r:.60}: another writer took over"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """What a read returns for one known entity."""

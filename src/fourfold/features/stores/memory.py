@@ -17,13 +17,13 @@ from dataclasses import dataclass
 
 from fourfold.features.stores.base import (
     Fence,
-    FencedError,
     InValue,
     Record,
     Value,
     Write,
     WriteResult,
     check_entities,
+    check_fence,
     check_fields,
     check_namespace,
     now_ms,
@@ -81,11 +81,7 @@ class MemoryStore:
             for fence in fences:
                 entry = self._data.get(fence.namespace, {}).get(fence.entity)
                 held = entry.values.get(fence.field) if entry is not None and entry.live(now) else None
-                if held != fence.value:
-                    raise FencedError(
-                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
-                        f"not {fence.value!r:.60}: another writer took over"
-                    )
+                check_fence(fence, held)
             for namespace, entries, ttl_ms in prepared:
                 expires = None if ttl_ms is None else now + ttl_ms
                 stale: list[str] = []

@@ -34,6 +34,7 @@ from fourfold.features.stores.base import (
     Write,
     WriteResult,
     check_entities,
+    check_fence,
     check_fields,
     check_namespace,
     decode_value,
@@ -232,11 +233,7 @@ class RedisStore(_Common):
                 for fence, key in zip(fences, keys, strict=True):
                     raw = pipe.hget(key, fence.field)
                     held = None if raw is None else decode_value(bytes(raw))
-                    if held != fence.value:
-                        raise FencedError(
-                            f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
-                            f"not {fence.value!r:.60}: another writer took over"
-                        )
+                    check_fence(fence, held)
                 pipe.multi()
             for namespace, entries, ttl_ms in prepared:
                 self._queue_writes(pipe, self._script.sha, namespace, entries, ttl_ms)

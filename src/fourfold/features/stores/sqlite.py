@@ -23,7 +23,6 @@ from pathlib import Path
 
 from fourfold.features.stores.base import (
     Fence,
-    FencedError,
     InValue,
     Record,
     StoreError,
@@ -32,6 +31,7 @@ from fourfold.features.stores.base import (
     Write,
     WriteResult,
     check_entities,
+    check_fence,
     check_fields,
     check_namespace,
     decode_value,
@@ -149,11 +149,7 @@ class SQLiteStore:
                     (fence.namespace, fence.entity, fence.field, now),
                 ).fetchone()
                 held = None if row is None else decode_value(row[0])
-                if held != fence.value:
-                    raise FencedError(
-                        f"the fence {fence.namespace}/{fence.entity}/{fence.field} holds {held!r:.60}, "
-                        f"not {fence.value!r:.60}: another writer took over"
-                    )
+                check_fence(fence, held)
             results = [
                 self._write(conn, namespace, entries, ttl_ms, now) for namespace, entries, ttl_ms in prepared
             ]

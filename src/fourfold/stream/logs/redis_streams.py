@@ -570,7 +570,7 @@ class RedisStreamSink(_Redis):
         return None  # an XADD cannot be taken back
 
     def rewind(self, mark: int) -> None:
-        raise NotImplementedError(
+        raise InvalidOptionError(
             f"the Redis stream sink {self.url} cannot take appends back (mark() is None): delivery is at "
             f"least once"
         )
