@@ -216,11 +216,13 @@ def consume_all(
     expect: int | None = None,
     timeout_s: float = 10.0,
     isolation: Literal["read_committed", "read_uncommitted"] = "read_committed",
+    distinct: bool = False,
 ) -> list[Record]:
     """Read ``topic`` from the beginning (every partition assigned, under a throw-away group id) until
     ``expect`` records arrived or ``timeout_s`` passed (with ``expect=None``: always the whole timeout -
     the broker's high watermark cannot tell when the end is reached). Returns ``(partition, offset, key,
-    value)`` in arrival order; ``isolation="read_committed"`` leaves out aborted and open transactions."""
+    value)`` in arrival order; ``isolation="read_committed"`` leaves out aborted and open transactions;
+    ``distinct``: ``expect`` counts distinct keys (at-least-once output holds duplicates)."""
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     reader = consumer(bootstrap, **{"isolation.level": isolation})
@@ -228,12 +230,19 @@ def consume_all(
     partitions = reader.list_topics(topic, timeout=5).topics[topic].partitions
     reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     out: list[Record] = []
+    keys: set[bytes | None] = set()
     deadline = time.monotonic() + timeout_s
+
+    def got() -> int:
+        return len(keys) if distinct else len(out)
+
     try:
-        while (expect is None or len(out) < expect) and (left := deadline - time.monotonic()) > 0:
+        while (expect is None or got() < expect) and (left := deadline - time.monotonic()) > 0:
             for msg in reader.consume(num_messages=10_000, timeout=min(left, 0.2)):
                 if msg.error() is None:
                     out.append((msg.partition(), msg.offset(), msg.key(), msg.value()))
+                    if distinct:
+                        keys.add(msg.key())
     finally:
         reader.close()
     return out

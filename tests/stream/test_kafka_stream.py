@@ -62,8 +62,10 @@ def run_group_with_crashes(
             victim.kill()
             time.sleep(float(rng.uniform(0.0, 1.0)))
             victim.start()
-        records = consume_all(bootstrap, out, expect=len(events), timeout_s=240, isolation=isolation)  # type: ignore[arg-type]
-        dead = consume_all(bootstrap, dlq, expect=len(bad), timeout_s=30, isolation=isolation)  # type: ignore[arg-type]
+        records = consume_all(bootstrap, out, expect=len(events), timeout_s=240, isolation=isolation,  # type: ignore[arg-type]
+                              distinct=True)  # fmt: skip
+        dead = consume_all(bootstrap, dlq, expect=len(bad), timeout_s=30, isolation=isolation,  # type: ignore[arg-type]
+                           distinct=True)  # fmt: skip
     finally:
         codes = [p.stop() for p in procs]
     logs = "".join(p.log.read_text() for p in procs)

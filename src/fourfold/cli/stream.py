@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
         ] = False,
         batch_size: Annotated[int, typer.Option(help="Most events per poll batch.")] = 2000,
         max_wait_ms: Annotated[int, typer.Option(help="Longest wait for a batch to fill.")] = 20,
+        commit_interval_ms: Annotated[
+            int,
+            typer.Option(
+                help="At-least-once: checkpoint (state, offsets) at most this often; records go "
+                "out at once. --exactly-once checkpoints every batch."
+            ),
+        ] = 100,
         follow: Annotated[
             bool, typer.Option("--follow", help="Keep reading a JSONL file as it grows (tail -f).")
         ] = False,
@@ -74,7 +81,8 @@ def register(app: typer.Typer) -> None:
         options = StreamOptions(
             uri, source, sink, dlq, group=group, store=store, features=features, exactly_once=exactly_once,
             threshold=threshold, id_field=id_field, with_features=not no_features, batch_size=batch_size,
-            max_wait_ms=max_wait_ms, follow=follow, instance=instance, metrics_port=metrics_port,
+            max_wait_ms=max_wait_ms, commit_interval_ms=commit_interval_ms, follow=follow, instance=instance,
+            metrics_port=metrics_port,
             runtime=runtime,
         )  # fmt: skip
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fourfold.errors import UnavailableError
 from fourfold.features.definitions import FeatureSet, load_features_file
 from fourfold.features.stores import open_store
 from fourfold.model.predictor import Predictor
@@ -75,10 +76,12 @@ def _sink(url: str, o: StreamOptions, instance: str, shared: dict[str, Any]) -> 
 
 
 class _Transactional(Delivery):
-    """Exactly-once: the batch's records and its input offsets in one Kafka transaction, committed at
-    once (a transaction left open across the next batch is what a kill -9 then catches: not pipelined)."""
+    """Exactly-once: each batch's records and its input offsets in one Kafka transaction, committed
+    right after the store checkpoint that keeps the records as its outbox (a transaction left open
+    across the next batch is what a kill -9 then catches: one per batch)."""
 
-    pipelined = False
+    outbox = True
+    per_batch = True
 
     def __init__(self, sinks: Sequence[Sink | None], source: Source) -> None:
         from fourfold.stream.logs.kafka import KafkaSink, KafkaSource, KafkaTransaction
@@ -87,18 +90,37 @@ class _Transactional(Delivery):
         assert isinstance(sinks[0], KafkaSink)
         assert isinstance(source, KafkaSource)
         self.txn = KafkaTransaction(sinks[0], source)
+        self.open = False
 
     def send(self, records: Sequence[Sequence[OutRecord]]) -> None:
-        self.txn.begin()
+        if not self.open:
+            self.txn.begin()
+            self.open = True
         super().send(records)
 
-    def complete(self, offsets: Mapping[int, int]) -> None:
-        self.txn.commit(offsets)
+    def before_checkpoint(self) -> None:
+        """The records are flushed by the transaction's commit, after the checkpoint."""
 
-    def release(self, offsets: Mapping[int, int]) -> None:
+    def after_checkpoint(self, offsets: Mapping[int, int]) -> None:
+        if not self.open:  # nothing was sent: the offsets alone
+            self.txn.begin()
+            self.open = True
+        try:
+            self.txn.commit(offsets)
+        except BaseException:
+            self.abandon()
+            raise
+        self.open = False
+
+    def abandon(self) -> None:
         # committing here would race the next owner's read of the group's offsets: abort, and let it
         # deliver the checkpoint's outbox in its own transaction
-        self.txn.abort()
+        if self.open:
+            self.open = False
+            try:
+                self.txn.abort()
+            except Exception as exc:  # already aborted by a failed commit, or the broker is gone
+                log.debug("abort: %s", exc)
 
 
 def _feature_set(o: StreamOptions, pkg: Any) -> FeatureSet | None:
@@ -137,6 +159,7 @@ def run_stream(
             predictor, fs, source, sinks, store,
             group=o.group, delivery=delivery, threshold=o.threshold, id_field=o.id_field,
             with_features=o.with_features, batch_size=o.batch_size, max_wait_ms=o.max_wait_ms,
+            commit_interval_ms=o.commit_interval_ms,
             max_keys=o.max_keys, metrics=metrics,
         )  # fmt: skip
         metrics.lag = source.lag
@@ -149,10 +172,13 @@ def run_stream(
         while not stop.is_set():
             report = processor.step()
             batches += report.polled > 0
-            if source.finished and not report.polled:
-                processor.step()  # a last poll: nothing left, and any redelivery done
-                break
-        processor.complete()  # the last batch's records flushed and its offsets committed
+            if source.finished and not report.polled and processor.settled:
+                break  # read to its end and checkpointed (a refused checkpoint sent the source back)
+        if not processor.checkpoint():
+            raise UnavailableError(
+                "the last checkpoint could not be written: the work since the one before is read again "
+                "on the next start"
+            )
         counts = metrics.counts
         dead = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dead_letter:")}
         return StreamSummary(counts["decided"], dead, batches)
