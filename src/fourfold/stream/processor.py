@@ -185,9 +185,7 @@ class StreamProcessor:
         self._outbox: dict[int, list[tuple[int, OutRecord]]] = {}
         self._pending = 0
         self._checkpointed = time.monotonic()
-        self._marks = {
-            i: at for i, s in enumerate(self.sinks) if s is not None and (at := s.mark()) is not None
-        }
+        self._marks = self._sink_marks()
         self.owned: set[int] = set()
         self.last_loop = time.monotonic()
         self.metrics.checkpoint_ms = lambda: self.checkpoints.last_ms
@@ -255,21 +253,29 @@ class StreamProcessor:
                          len(restored.outbox))  # fmt: skip
 
     def _deliver(self, records: Sequence[Sequence[OutRecord]], offsets: Mapping[int, int]) -> None:
-        """Deliver ``records`` now and commit ``offsets`` (retried; the copies are identical)."""
+        """Deliver ``records`` now and commit ``offsets``."""
+        self.delivery.send(records)
+        self._retrying(self.delivery.before_checkpoint, records)
+        self._retrying(lambda: self.delivery.after_checkpoint(offsets), records)
+
+    def _retrying(self, step: Any, records: Sequence[Sequence[OutRecord]]) -> None:
+        """``step()``, tried again after a log failure with ``records`` sent once more first (the
+        copies are identical; a failed transaction took its records with it)."""
         for attempt in range(_RETRIES):
             try:
-                self.delivery.send(records)
-                self.delivery.before_checkpoint()
-                self.delivery.after_checkpoint(offsets)
+                if attempt:
+                    self.delivery.send(records)
+                step()
                 return
             except UnavailableError as exc:
-                self._retry(attempt, exc)
+                if attempt == _RETRIES - 1:
+                    raise
+                log.warning("delivery failed (%s); trying again", exc)
+                time.sleep(0.2 * 2**attempt)
 
-    def _retry(self, attempt: int, exc: UnavailableError) -> None:
-        if attempt == _RETRIES - 1:
-            raise exc
-        log.warning("delivery failed (%s); trying again", exc)
-        time.sleep(0.2 * 2**attempt)
+    def _sink_marks(self) -> dict[int, int]:
+        """Where each rewindable sink (a file) stands."""
+        return {i: at for i, s in enumerate(self.sinks) if s is not None and (at := s.mark()) is not None}
 
     def process(self, messages: Sequence[Message]) -> BatchReport:
         t0 = time.perf_counter()
@@ -448,9 +454,9 @@ class StreamProcessor:
             out[k] = vals
         return out
 
-    def _load_states(self, need: Mapping[str, int]) -> set[str]:
+    def _load_states(self, need: Mapping[str, int]) -> None:
         if self.engine is None or not need:
-            return set()
+            return
         keys = list(need)
         records = self.store.read(self.namespace, keys, [STATE_FIELD])
         for k, rec in zip(keys, records, strict=True):
@@ -458,7 +464,6 @@ class StreamProcessor:
             if isinstance(blob, bytes):
                 self.engine.load_key(k, blob)
             self._loaded[k] = need[k]
-        return set(keys)
 
     def _state_writes(self, changed: Mapping[str, int]) -> list[Write]:
         if self.engine is None or not changed:
@@ -479,16 +484,9 @@ class StreamProcessor:
         to read again - a revoke gives up the others)."""
         if not self._pending:
             return True
-        for attempt in range(_RETRIES):
-            try:
-                if attempt:
-                    self.delivery.send(self._sent)
-                self.delivery.before_checkpoint()
-                break
-            except UnavailableError as exc:
-                self._retry(attempt, exc)
+        self._retrying(self.delivery.before_checkpoint, self._sent)
         state = self._state_writes(self._dirty)
-        marks = {i: at for i, s in enumerate(self.sinks) if s is not None and (at := s.mark()) is not None}
+        marks = self._sink_marks()
         try:
             self.checkpoints.commit(state, self._ends, self._outbox, marks)
         except FencedError:
@@ -500,14 +498,8 @@ class StreamProcessor:
             time.sleep(0.5)
             return False
         self._marks = marks
-        for attempt in range(_RETRIES):
-            try:
-                if attempt:  # a transaction that failed after its checkpoint: its records once more
-                    self.delivery.send(self._sent)
-                self.delivery.after_checkpoint(self._ends)
-                break
-            except UnavailableError as exc:
-                self._retry(attempt, exc)
+        ends = self._ends
+        self._retrying(lambda: self.delivery.after_checkpoint(ends), self._sent)
         self._clear()
         self._evict()
         return True
