@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from fourfold.errors import FourfoldError
 from fourfold.features.definitions import DefinitionError, FeatureSet, RequestFeature, WindowedFeature
 from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored, timestamp_ms
-from fourfold.features.state import KeyState, StateError
+from fourfold.features.state import KeyState, Layout, StateError, encode, encode_key
 
 MIN = 60_000
 
@@ -517,3 +517,34 @@ def test_consistent_checksum_with_inconsistent_content_is_refused() -> None:
         assert info.value.status == 422
     with pytest.raises(StateError, match="the header holds NaN"):
         IncrementalEngine.load(feature_set(), _blob(dict(good, next_seq=math.nan)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 10**7), st.floats(-1e6, 1e6, allow_nan=False)), min_size=0, max_size=30
+    ),
+    st.one_of(st.text(min_size=1, max_size=12), st.integers(-(2**63), 2**63 - 1)),
+)
+def test_a_key_blob_is_the_same_bytes_as_the_general_encoder(
+    events: list[tuple[int, float]], key: str | int
+) -> None:
+    numeric = FeatureSet.from_dict(
+        {
+            "name": "numeric",
+            "entities": [{"name": "user", "join_key": "user_id"}],
+            "sources": [{"name": "tx", "entity": "user", "timestamp": "ts"}],
+            "features": [
+                {"name": "n_1h", "source": "tx", "agg": "count", "window": "1h"},
+                {"name": "sum_1h", "source": "tx", "agg": "sum", "column": "amount", "window": "1h"},
+                {"name": "max_1d", "source": "tx", "agg": "max", "column": "fee", "window": "1d"},
+            ],
+        }
+    )
+    for fs in (numeric, feature_set()):  # numeric columns only (the fast path), and a distinct column
+        layout = Layout.of(fs)
+        state = KeyState(max_ts=0, horizon=layout.horizon)
+        for seq, (t, amount) in enumerate(events, start=1):
+            state.fold(t, seq, [amount] * len(layout.columns))
+        fast = encode_key(layout, key, state, next_seq=len(events) + 1)
+        assert fast == encode(layout, [(key, state)], kind="key", next_seq=len(events) + 1)

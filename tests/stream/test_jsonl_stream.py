@@ -121,17 +121,18 @@ def test_the_online_store_answers_with_the_streams_windows(tmp_path: Path, fraud
 def test_kill_9_mid_stream_loses_nothing_and_writes_each_decision_once(
     tmp_path: Path, fraud_model: Path
 ) -> None:
-    events = demo_events(20_000)
+    events = demo_events(40_000)
     write_jsonl(tmp_path / "events.jsonl", events)
+    # small batches and checkpoints: a run decides a few thousand events before it is killed
     args = [sys.executable, "-m", "fourfold.cli.main", "stream", str(fraud_model), "--source",
             str(tmp_path / "events.jsonl"), "--sink", str(tmp_path / "out.jsonl"), "--dlq",
             str(tmp_path / "dead.jsonl"), "--store", f"sqlite:///{tmp_path / 'state.db'}",
-            "--batch-size", "300"]  # fmt: skip
+            "--batch-size", "300", "--commit-interval-ms", "20"]  # fmt: skip
     rng = np.random.default_rng(7)
     out = tmp_path / "out.jsonl"
     kills = 0
     errors = tmp_path / "stderr.log"
-    for _ in range(40):
+    for _ in range(60):
         with errors.open("wb") as err:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         start = out.stat().st_size if out.exists() else 0
@@ -139,7 +140,7 @@ def test_kill_9_mid_stream_loses_nothing_and_writes_each_decision_once(
         while proc.poll() is None and (not out.exists() or out.stat().st_size == start):
             assert time.monotonic() < deadline, "the stream made no progress"
             time.sleep(0.01)
-        time.sleep(float(rng.uniform(0.0, 0.3)))
+        time.sleep(float(rng.uniform(0.02, 0.12)))  # the job is quick: kill it within its first batches
         if proc.poll() is not None:
             break
         os.kill(proc.pid, signal.SIGKILL)

@@ -32,6 +32,14 @@ def broker() -> Iterator[str]:
 
 
 Records = list[tuple[int, int, bytes | None, bytes]]
+_FEED_S = 12.0  # the second half of the log arrives over this long, while the kills go on
+
+
+def _feed(bootstrap: str, topic: str, lines: list[tuple[bytes, bytes]], seconds: float) -> None:
+    steps = 24
+    for i in range(steps):
+        produce(bootstrap, topic, lines[i * len(lines) // steps : (i + 1) * len(lines) // steps])
+        time.sleep(seconds / steps)
 
 
 def run_group_with_crashes(
@@ -45,7 +53,10 @@ def run_group_with_crashes(
     lines = [(e["user_id"].encode(), json.dumps(e).encode()) for e in events]
     for i, payload in enumerate(bad):  # spread over the log
         lines.insert((i + 1) * len(lines) // (len(bad) + 1), (b"u_bad", payload))
-    produce(bootstrap, tx, lines)
+    # the log grows while the processes run (a live stream), so that every kill lands mid-stream
+    half = len(lines) // 2
+    produce(bootstrap, tx, lines[:half])
+    feeding = threading.Thread(target=_feed, args=(bootstrap, tx, lines[half:], _FEED_S), daemon=True)
     store = f"sqlite:///{tmp / 'state.db'}"
     base = [sys.executable, "-m", "fourfold.cli.main", "stream", str(model),
             "--source", f"kafka://{bootstrap}/{tx}?{_GROUP_OPTIONS}", "--sink", f"kafka://{bootstrap}/{out}",
@@ -56,12 +67,14 @@ def run_group_with_crashes(
     try:
         for p in procs:
             p.start()
+        feeding.start()
         for _ in range(kills):
             time.sleep(float(rng.uniform(1.0, 4.0)))
             victim = procs[int(rng.integers(2))]
             victim.kill()
             time.sleep(float(rng.uniform(0.0, 1.0)))
             victim.start()
+        feeding.join()
         records = consume_all(bootstrap, out, expect=len(events), timeout_s=240, isolation=isolation,  # type: ignore[arg-type]
                               distinct=True)  # fmt: skip
         dead = consume_all(bootstrap, dlq, expect=len(bad), timeout_s=30, isolation=isolation,  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ is a column of the input. A model without a feature set takes every feature from
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, Literal
 
@@ -82,6 +82,13 @@ class Assembly:
         self.fields = ((self.key,) if self.key else ()) + tuple(dict.fromkeys(f for _, f in request))
         self._known = frozenset(self.fields) | keys
         self._refused = frozenset(computed) - {f for _, f in request}
+        present = " and ".join(f"{f!r} in given" for f in self.fields) or "True"
+        refused = " or ".join(f"{f!r} in given" for f in sorted(self._refused)) or "False"
+        #: ``check_fields(given, unknown=False)`` would pass: one expression of ``in`` tests, compiled once
+        #: (the stream asks it of every event; the names are repr()-quoted literals)
+        self.accepts: Callable[[Collection[str]], bool] = eval(
+            f"lambda given: ({present}) and not ({refused})", {}
+        )
 
     @property
     def computes(self) -> bool:

@@ -35,7 +35,7 @@ import math
 import numbers
 from bisect import bisect_left, bisect_right
 from collections import Counter, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import neg
@@ -51,9 +51,27 @@ from fourfold.features.definitions import (
     RequestFeature,
     WindowedFeature,
 )
-from fourfold.features.state import Key, KeyState, Layout, NoStateError, StateError, decode, encode
+from fourfold.features.state import (
+    Key,
+    KeyState,
+    Layout,
+    NoStateError,
+    StateError,
+    decode,
+    encode,
+    encode_key,
+)
 
-__all__ = ["IncrementalEngine", "Late", "Rejected", "Scored", "StateError", "Timestamp", "timestamp_ms"]
+__all__ = [
+    "IncrementalEngine",
+    "Late",
+    "Processed",
+    "Rejected",
+    "Scored",
+    "StateError",
+    "Timestamp",
+    "timestamp_ms",
+]
 
 Timestamp = int | datetime | np.datetime64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -81,6 +99,17 @@ class Scored:
     key: Key
     ts: int
     values: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """What :meth:`IncrementalEngine.process_many` made of a batch: per accepted event (in order) its index
+    in the batch and its key; per windowed feature the accepted events' values; the refused events."""
+
+    index: list[int]
+    keys: list[Key]
+    columns: dict[str, list[float]]
+    refused: list[tuple[int, Late | Rejected]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,6 +368,44 @@ class IncrementalEngine:
         with equal timestamps; it must be greater than every sequence number the key has had, else
         ``ValueError``. Without it the engine numbers events itself, above every number it has seen.
         """
+        r = self._step(event, seq)
+        if not isinstance(r, tuple):
+            return r
+        key, t, windowed, request = r
+        out: dict[str, float] = {}
+        for name, kind, i in self._out:
+            out[name] = windowed[i] if kind == 0 else request[i] if kind == 1 else _NAN
+        return Scored(key, t, out)
+
+    def process_many(self, events: Sequence[Mapping[str, Any]], seqs: Sequence[int]) -> Processed:
+        """:meth:`process` for each event in turn (``seqs[i]`` is ``events[i]``'s), the outcome as columns:
+        the accepted events' indices, keys and windowed values, and the refused ones. The same steps,
+        without an object per event (the stream processor's path)."""
+        index: list[int] = []
+        keys: list[Key] = []
+        rows: list[list[float]] = []
+        refused: list[tuple[int, Late | Rejected]] = []
+        step = self._step
+        for i, (event, seq) in enumerate(zip(events, seqs, strict=True)):
+            r = step(event, seq)
+            if isinstance(r, tuple):
+                index.append(i)
+                keys.append(r[0])
+                rows.append(r[2])
+            else:
+                refused.append((i, r))
+        names = self._windowed_names
+        columns = (
+            dict(zip(names, map(list, zip(*rows, strict=True)), strict=True))
+            if rows
+            else {n: [] for n in names}
+        )
+        return Processed(index, keys, columns, refused)
+
+    def _step(
+        self, event: Mapping[str, Any], seq: int | None
+    ) -> tuple[Key, int, list[float], list[float]] | Late | Rejected:
+        """:meth:`process` up to its result: (key, time, windowed values, request values) or why not."""
         if seq is not None and (type(seq) is not int or not 0 < seq < _SEQ_END):
             seq = _seq_number(seq)
         parsed = self._validate(event)
@@ -377,9 +444,6 @@ class IncrementalEngine:
             self._huge = False
             if tr is not None:
                 tr.exact = False
-        out: dict[str, float] = {}
-        for name, kind, i in self._out:
-            out[name] = windowed[i] if kind == 0 else request[i] if kind == 1 else _NAN
         if seq is None:
             self._seq += 1
             seq = self._seq
@@ -395,7 +459,7 @@ class IncrementalEngine:
                 st.fold(t, seq, values)
             else:
                 self._fold(st, tr, t, seq, values)
-        return Scored(key, t, out)
+        return key, t, windowed, request
 
     def read(self, key: Key, at_ms: Timestamp) -> dict[str, float]:
         """The windowed features of ``key`` as of ``at_ms`` (window ``[at - W, at)``), without folding.
@@ -747,7 +811,7 @@ class IncrementalEngine:
         st = self._settled(key)
         if st is None:
             raise NoStateError(f"there is no state for key {key!r:.80}")
-        return encode(self.layout, [(key, st)], kind="key", next_seq=self._seq + 1)
+        return encode_key(self.layout, key, st, next_seq=self._seq + 1)
 
     def load_key(self, key: Key, blob: bytes) -> None:
         """Replace ``key``'s state with one from :meth:`dump_key` of an engine with the same definitions."""

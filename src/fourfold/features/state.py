@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - an optional speed-up
     _orjson = None  # type: ignore[assignment]
 from fourfold.features.definitions import FeatureSet
 
-__all__ = ["FORMAT_VERSION", "Key", "KeyState", "Layout", "StateError", "decode", "encode"]
+__all__ = ["FORMAT_VERSION", "Key", "KeyState", "Layout", "StateError", "decode", "encode", "encode_key"]
 
 Key = str | int
 FORMAT_VERSION = 1
@@ -234,6 +234,39 @@ def encode(layout: Layout, entries: Sequence[tuple[Key, KeyState]], *, kind: str
     head = _dumps(header)
     body = head + b"".join(_little(a).tobytes() for a in _arrays(ts, seq, floats))
     return _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(head), zlib.crc32(body)) + body
+
+
+def encode_key(layout: Layout, key: Key, st: KeyState, *, next_seq: int) -> bytes:
+    """``encode(layout, [(key, st)], kind="key", next_seq=next_seq)``, the same bytes, for the checkpoint's
+    hot path (a blob per changed key): the header around the key is formatted once per layout."""
+    if (
+        _orjson is None
+        or sys.byteorder != "little"
+        or not all(layout.numeric)
+        or not (type(key) is str or (type(key) is int and _INT64[0] <= key <= _INT64[1]))
+    ):
+        return encode(layout, [(key, st)], kind="key", next_seq=next_seq)
+    head = _key_head(layout) + b'%d,"keys":[{"key":%b,"n":%d,"max_ts":%d,"values":[]}]}' % (
+        next_seq, _orjson.dumps(key), len(st.ts), st.max_ts,
+    )  # fmt: skip
+    cols = st.columns or [[] for _ in layout.columns]
+    body = b"".join(
+        [
+            head,
+            array("q", st.ts).tobytes(),
+            array("q", st.seq).tobytes(),
+            *(array("d", c).tobytes() for c in cols),
+        ]
+    )
+    return _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(head), zlib.crc32(body)) + body
+
+
+@functools.lru_cache(maxsize=64)
+def _key_head(layout: Layout) -> bytes:
+    """The start of a key blob's header, up to its ``next_seq`` value."""
+    fixed = {"kind": "key", "feature_set": layout.feature_set, "fingerprint": layout.fingerprint,
+             "columns": _column_kinds(layout)}  # fmt: skip
+    return _dumps(fixed)[:-1] + b',"next_seq":'
 
 
 @functools.lru_cache(maxsize=64)

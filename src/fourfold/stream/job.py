@@ -8,6 +8,7 @@ entry), runs the processor until it is told to stop or a bounded source ends, an
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import socket
@@ -169,6 +170,10 @@ def run_stream(
         if on_ready is not None:
             on_ready(processor, health)
         batches = 0
+        # What is loaded by now (the model, its runtime, the libraries) lives as long as the job: kept out
+        # of the garbage collector's full passes, which otherwise rescan it as keys' state piles up (a
+        # quarter of the processor's time, measured). The job's own objects are collected as usual.
+        gc.freeze()
         while not stop.is_set():
             report = processor.step()
             batches += report.polled > 0
@@ -183,6 +188,7 @@ def run_stream(
         dead = {k.split(":", 1)[1]: v for k, v in counts.items() if k.startswith("dead_letter:")}
         return StreamSummary(counts["decided"], dead, batches)
     finally:
+        gc.unfreeze()
         if health is not None:
             health.close()
         for part in reversed(opened):

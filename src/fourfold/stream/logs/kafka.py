@@ -107,19 +107,28 @@ class KafkaSource:
             raw = self.consumer.consume(num_messages=max_messages, timeout=timeout_s)
         except self._kafka.KafkaException as exc:
             raise UnavailableError(f"the Kafka source {self.url} failed: {exc}") from None
-        out: list[Message] = []
-        for m in raw:
-            err = m.error()
-            if err is not None:
-                if err.fatal():
-                    raise UnavailableError(f"the Kafka source {self.url} failed: {err.str()}")
-                continue  # informational (end of partition, a broker that came back)
-            p, off = m.partition(), m.offset()
-            if p not in self._owned:
-                continue  # fetched before a revoke
-            kind, ts = m.timestamp()
-            out.append(Message(p, off, m.key(), m.value() or b"", ts if kind else None))
-            self._seen[p] = off + 1
+        if not raw:
+            return []
+        errors = [err for m in raw if (err := m.error()) is not None]
+        for err in errors:
+            if err.fatal():
+                raise UnavailableError(f"the Kafka source {self.url} failed: {err.str()}")
+        # one comprehension, not a loop of statements: this runs for every message
+        out = [
+            Message(
+                m.partition(),
+                m.offset(),
+                m.key(),
+                m.value() or b"",
+                t[1] if (t := m.timestamp())[0] else None,
+            )
+            for m in raw
+            if not errors or m.error() is None  # an error is informational (end of partition, a broker back)
+        ]
+        owned = self._owned
+        if any(m.partition not in owned for m in out):
+            out = [m for m in out if m.partition in owned]  # fetched before a revoke
+        self._seen.update({m.partition: m.offset + 1 for m in out})
         return out
 
     def seek(self, offsets: Mapping[int, int]) -> None:
