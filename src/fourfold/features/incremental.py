@@ -518,6 +518,9 @@ class IncrementalEngine:
         request: list[float] = []
         for name in self._request:
             v = event.get(name, _MISSING)
+            if type(v) is float and -_BIG < v < _BIG:  # the common case, without a call
+                request.append(v)
+                continue
             if v is _MISSING:
                 return f"field {name!r} is missing"
             x = float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _number(v)
