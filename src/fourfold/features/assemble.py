@@ -82,13 +82,24 @@ class Assembly:
         self.fields = ((self.key,) if self.key else ()) + tuple(dict.fromkeys(f for _, f in request))
         self._known = frozenset(self.fields) | keys
         self._refused = frozenset(computed) - {f for _, f in request}
+        #: ``check_fields(given, unknown=False)`` would pass (the stream asks it of every event)
+        self.accepts = self._accepts()
+
+    def _accepts(self) -> Callable[[Collection[str]], bool]:
+        """One expression of ``in`` tests, compiled once (the names are repr()-quoted literals)."""
         present = " and ".join(f"{f!r} in given" for f in self.fields) or "True"
         refused = " or ".join(f"{f!r} in given" for f in sorted(self._refused)) or "False"
-        #: ``check_fields(given, unknown=False)`` would pass: one expression of ``in`` tests, compiled once
-        #: (the stream asks it of every event; the names are repr()-quoted literals)
-        self.accepts: Callable[[Collection[str]], bool] = eval(
-            f"lambda given: ({present}) and not ({refused})", {}
-        )
+        test: Callable[[Collection[str]], bool] = eval(f"lambda given: ({present}) and not ({refused})", {})
+        return test
+
+    def __getstate__(self) -> dict[str, Any]:  # worker processes get a copy: compiled again there
+        state = dict(self.__dict__)
+        del state["accepts"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.accepts = self._accepts()
 
     @property
     def computes(self) -> bool:
