@@ -52,7 +52,14 @@ def register(app: typer.Typer) -> None:
         no_features: Annotated[
             bool, typer.Option("--no-features", help="Leave the feature values out of the decisions.")
         ] = False,
-        batch_size: Annotated[int, typer.Option(help="Most events per poll batch.")] = 2000,
+        batch_size: Annotated[
+            int | None,
+            typer.Option(
+                help="Most events per poll batch (default 2000; 5000 with --exactly-once, where "
+                "each batch is a transaction).",
+                show_default=False,
+            ),
+        ] = None,
         max_wait_ms: Annotated[int, typer.Option(help="Longest wait for a batch to fill.")] = 20,
         commit_interval_ms: Annotated[
             int,

@@ -159,7 +159,7 @@ def run_stream(
         processor = StreamProcessor(
             predictor, fs, source, sinks, store,
             group=o.group, delivery=delivery, threshold=o.threshold, id_field=o.id_field,
-            with_features=o.with_features, batch_size=o.batch_size, max_wait_ms=o.max_wait_ms,
+            with_features=o.with_features, batch_size=o.events_per_batch, max_wait_ms=o.max_wait_ms,
             commit_interval_ms=o.commit_interval_ms,
             max_keys=o.max_keys, metrics=metrics,
         )  # fmt: skip
