@@ -261,10 +261,16 @@ async def reload(request: Request, ctx: Context) -> Response:
     return json_response({"changed": changed, "model": served.name, "model_version": served.version})
 
 
-def build_app(settings: ServeSettings, *, clock: Callable[[], int] | None = None) -> Router:
+def build_app(
+    settings: ServeSettings,
+    *,
+    clock: Callable[[], int] | None = None,
+    monotonic: Callable[[], float] | None = None,
+) -> Router:
     """The ASGI app for ``settings`` (the model is loaded and warmed at startup, before ready); ``clock``
-    (epoch ms) is the time the stored windows are read as of - the wall clock unless given."""
-    s = Server(settings, clock)
+    (epoch ms) is the time the stored windows are read as of - the wall clock unless given; ``monotonic``
+    (seconds) the admission's clock - ``time.monotonic`` unless given."""
+    s = Server(settings, clock, monotonic)
     r = s.route
     app = Router(lifespan=s.lifespan)
     app.add("POST", "/predict", r("predict", predict))
@@ -282,4 +288,5 @@ def build_app(settings: ServeSettings, *, clock: Callable[[], int] | None = None
         app.add("GET", prefix + "/ready", r("model_ready", model_ready))
         app.add("POST", prefix + "/infer", r("infer", infer))
     app.state["server"] = s
+    app.state["admission"] = s.admission  # asked by the HTTP protocol before a request is made
     return app

@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Request", "Response", "Router"]
+__all__ = ["FixedResponse", "Request", "Response", "Router"]
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -77,6 +77,27 @@ class Response:
         raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
         await send({"type": "http.response.start", "status": self.status_code, "headers": raw})
         await send({"type": "http.response.body", "body": self.body})
+
+
+class FixedResponse(Response):
+    """A response sent again and again as it is (the overload refusal): its ASGI messages are built once.
+    Never change its headers."""
+
+    __slots__ = ("_messages",)
+
+    def __init__(self, body: bytes, status_code: int, headers: dict[str, str]) -> None:
+        super().__init__(body, status_code, headers)
+        raw = [(b"content-type", self.media_type.encode()), (b"content-length", b"%d" % len(body))]
+        raw += [(k.encode("latin-1"), v.encode("latin-1")) for k, v in self.headers.items()]
+        self._messages = (
+            {"type": "http.response.start", "status": status_code, "headers": raw},
+            {"type": "http.response.body", "body": body},
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        start, body = self._messages
+        await send(start)
+        await send(body)
 
 
 Endpoint = Callable[[Request], Awaitable[Response]]

@@ -13,9 +13,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from fourfold.online.admission import Admission
+
 __all__ = ["Metrics"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+_QUEUE = (0.0, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
 class Metrics:
@@ -43,7 +46,28 @@ class Metrics:
         self.degraded = Counter(
             "fourfold_degraded_total", "Requests answered from feature defaults.", ["reason"], registry=r
         )
-        self.shed = Counter("fourfold_shed_total", "Requests refused by load shedding.", registry=r)
+        self.rejected = Counter(
+            "fourfold_rejected_total",
+            "Requests refused by admission with 503 + Retry-After, by reason: queue_full, overloaded "
+            "(a standing queue), queue_timeout (waited past queue_timeout_ms), deadline (too little of "
+            "it left for the route's budgets). Not in fourfold_requests_total.",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "fourfold_queue_seconds",
+            "Time a request waited for admission (0 when a slot was free), admitted or refused.",
+            buckets=_QUEUE,
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "fourfold_admission_limit", "Requests in flight admission allows now (summed over workers).",
+            registry=r, multiprocess_mode="livesum",
+        )  # fmt: skip
+        self.queued = Gauge(
+            "fourfold_queued_requests", "Requests waiting for admission.", registry=r,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.unknown_entity = Counter(
             "fourfold_unknown_entities_total",
             "Entities asked for that the online store knows nothing of (scored on empty history and "
@@ -64,6 +88,8 @@ class Metrics:
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
         self._pending: list[tuple[str, int, float]] = []
         self._read_inflight: Any = None
+        self._admission: Admission | None = None
+        self._rejected_seen: dict[str, int] = {}
 
     def count(self, route: str, status: int, seconds: float) -> None:
         """One finished request. Buffered in plain lists and applied by :meth:`flush` (every 50 ms,
@@ -86,6 +112,24 @@ class Metrics:
             _observe_many(pair[1], seconds_list)
         if self._read_inflight is not None and self.multiprocess:
             self.inflight.set(self._read_inflight())
+        gate = self._admission
+        if gate is not None:
+            for reason, total in gate.rejected.items():
+                if total != self._rejected_seen.get(reason, 0):
+                    self.rejected.labels(reason).inc(total - self._rejected_seen.get(reason, 0))
+                    self._rejected_seen[reason] = total
+            waits, gate.waits = gate.waits, []
+            entered, gate.entered = gate.entered, 0
+            if waits or entered:
+                _observe_many(self.queue_time, waits, zeros=entered)
+            self.admission_limit.set(gate.limit.value)
+            self.queued.set(gate.queued)
+
+    def track_admission(self, gate: Admission) -> None:
+        """Report the gate's refusals, queue times, limit and queue (applied at each flush)."""
+        self._admission = gate
+        for reason in gate.rejected:
+            self.rejected.labels(reason)  # every reason shows, at 0 until it happens
 
     def set_model(self, name: str, version: str, runtime: str) -> None:
         self.model.clear()
@@ -114,20 +158,21 @@ class Metrics:
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
-def _observe_many(child: Any, values: list[float]) -> None:
-    """``child.observe(v)`` for every value, as one update per bucket (in multiprocess mode each update is
-    a write to a shared file). Uses the histogram's value slots directly, as ``observe`` does; falls back
-    to ``observe`` should prometheus_client change them."""
+def _observe_many(child: Any, values: list[float], zeros: int = 0) -> None:
+    """``child.observe(v)`` for every value (and ``zeros`` times 0.0), as one update per bucket (in
+    multiprocess mode each update is a write to a shared file). Uses the histogram's value slots directly,
+    as ``observe`` does; falls back to ``observe`` should prometheus_client change them."""
     bounds, buckets, total = (
         getattr(child, "_upper_bounds", None),
         getattr(child, "_buckets", None),
         getattr(child, "_sum", None),
     )
     if bounds is None or buckets is None or total is None:
-        for v in values:
+        for v in [*values, *[0.0] * zeros]:
             child.observe(v)
         return
     counts = [0] * len(bounds)
+    counts[bisect.bisect_left(bounds, 0.0)] += zeros
     for v in values:
         counts[bisect.bisect_left(bounds, v)] += 1  # the first bound >= v, as observe picks it
     for i, n in enumerate(counts):

@@ -1,5 +1,6 @@
-"""Running the online server: uvicorn with uvloop and httptools, worker processes sharing the port,
-native thread pools sized on purpose, graceful drain on SIGTERM.
+"""Running the online server: uvicorn with uvloop and httptools (fourfold's protocol: admission refuses
+a request before uvicorn makes one of it), worker processes sharing the port, native thread pools sized
+on purpose, graceful drain on SIGTERM.
 
     $ fourfold serve models:/fraud/production --workers 2 --port 8000
 """
@@ -61,7 +62,9 @@ def serve(settings: ServeSettings) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http="fourfold.online.protocol:AdmissionProtocol",
+        # no limit_concurrency: uvicorn counts open connections against it, and a keep-alive client
+        # holds one while idle; admission limits the requests in flight instead
         access_log=False,
         log_level="warning",
         # no X-Forwarded-* rewriting (a per-request middleware hop; fourfold logs request ids, not client

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["ServeSettings"]
@@ -47,8 +47,32 @@ class ServeSettings(BaseSettings):
     cache_url: str | None = Field(
         None, description="A redis:// URL for a prediction cache shared by all workers and replicas."
     )
+    admission: Literal["adaptive", "fixed"] = Field(
+        "adaptive",
+        description="adaptive: the limit of requests in flight per worker follows their latency, between "
+        "min_inflight and max_inflight; fixed: max_inflight. Over the limit a request waits in the queue "
+        "or is refused with 503 + Retry-After before its body is read.",
+    )
     max_inflight: int = Field(
-        256, ge=1, description="Requests in flight per worker before shedding with 503."
+        256, ge=1, description="The most requests in flight per worker (the adaptive limit's ceiling)."
+    )
+    min_inflight: int = Field(
+        8, ge=1, description="The adaptive limit's floor (max_inflight when that is smaller and this unset)."
+    )
+    target_latency_ms: float | None = Field(
+        None,
+        gt=0,
+        description="The service time (90th percentile) the adaptive limit holds requests under; grows "
+        "with a request's deadline. Default: half of deadline_ms.",
+    )
+    max_queue: int = Field(
+        64, ge=0, description="Requests per worker that may wait for a slot (0: none; over it: 503)."
+    )
+    queue_timeout_ms: float = Field(
+        10.0,
+        ge=0,
+        description="The longest a request waits for a slot before a 503; a queue that stood this long "
+        "is served newest first and refuses arrivals at once.",
     )
     max_body_bytes: int = Field(1_000_000, ge=1, description="Largest request body (413 above).")
     max_batch_rows: int = Field(10_000, ge=1, description="Most rows in one request.")
@@ -61,6 +85,32 @@ class ServeSettings(BaseSettings):
     graceful_timeout_s: float = Field(
         10.0, ge=0, description="How long SIGTERM waits for in-flight requests."
     )
+
+    @model_validator(mode="after")
+    def _admission_fits(self) -> ServeSettings:
+        if self.min_inflight > self.max_inflight and "min_inflight" not in self.model_fields_set:
+            self.min_inflight = self.max_inflight  # a small ceiling given alone lowers the default floor
+        if self.min_inflight > self.max_inflight:
+            raise ValueError(
+                f"min_inflight ({self.min_inflight}) must not be over max_inflight ({self.max_inflight})"
+            )
+        if self.queue_timeout_ms >= self.deadline_ms:
+            raise ValueError(
+                f"queue_timeout_ms ({self.queue_timeout_ms}) must be under deadline_ms ({self.deadline_ms}): "
+                "a request that waited out the deadline in the queue cannot be answered in time"
+            )
+        if self.target_latency_ms is not None and self.target_latency_ms > self.deadline_ms:
+            raise ValueError(
+                f"target_latency_ms ({self.target_latency_ms}) must not be over "
+                f"deadline_ms ({self.deadline_ms})"
+            )
+        return self
+
+    @property
+    def target_latency_s(self) -> float:
+        """The adaptive limit's latency target for a one-row request with the default deadline."""
+        ms = self.target_latency_ms if self.target_latency_ms is not None else self.deadline_ms / 2
+        return ms / 1000
 
     def bearer(self) -> str | None:
         if self.token is not None:

@@ -1,11 +1,13 @@
 """The online server's state and the guard every route goes through.
 
 :class:`Server` is what lives as long as the process - the model holder, the store, the caches, the
-metrics, the clock, the lifecycle (load, warm, reload polling, metric flushing) - and its
-:meth:`Server.route` wraps each handler in the guard: load shedding (503 + Retry-After), bearer auth,
-the deadline (504; it grows with the rows of a batch request), errors as ``{"error": ...}`` with their
-status (never a traceback), metrics and one JSON access-log line with the request id. A handler gets
-one request's :class:`Context`; :func:`read_json` reads a JSON body within the limit.
+metrics, the admission gate, the clocks, the lifecycle (load, warm, reload polling, metric flushing) -
+and its :meth:`Server.route` wraps each handler in the guard: admission (a slot, a wait in the queue,
+or a 503 + Retry-After before the body is read - counted, not logged one by one), bearer auth, the
+deadline (504; it grows with the rows of a batch request; the queue wait counts), errors as
+``{"error": ...}`` with their status (never a traceback), metrics and one JSON access-log line with the
+request id. A handler gets one request's :class:`Context`; :func:`read_json` reads a JSON body within
+the limit.
 
     >>> # server = Server(settings); endpoint = server.route("predict", predict)
 """
@@ -18,6 +20,7 @@ import gc
 import hmac
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,7 +39,8 @@ from fourfold.errors import (
 )
 from fourfold.features.stores import open_async_store
 from fourfold.features.stores.base import now_ms
-from fourfold.online.asgi import Request, Response
+from fourfold.online.admission import REJECTION, RETRY_AFTER, AdaptiveLimit, Admission, Rejected
+from fourfold.online.asgi import FixedResponse, Request, Response
 from fourfold.online.cache import PredictionCache, SharedCache
 from fourfold.online.metrics import Metrics
 from fourfold.online.served import ModelHolder, Served
@@ -48,6 +52,8 @@ __all__ = ["Context", "Handler", "Server", "json_response", "read_json"]
 log = logging.getLogger("fourfold.online")
 access = logging.getLogger("fourfold.access")
 Handler = Callable[[Request, "Context"], Awaitable[Response]]
+#: every refusal, one object: a refusal costs no encoding and carries no request id
+REFUSAL = FixedResponse(REJECTION, 503, {"Retry-After": RETRY_AFTER})
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -84,10 +90,22 @@ class Context:
 
 
 class Server:
-    def __init__(self, settings: ServeSettings, clock: Callable[[], int] | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServeSettings,
+        clock: Callable[[], int] | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ) -> None:
         self.settings = settings
         #: "now" in epoch ms, the time windows are read as of (injectable: tests, replays)
         self.clock: Callable[[], int] = clock or now_ms
+        ceiling = settings.max_inflight
+        floor = settings.min_inflight if settings.admission == "adaptive" else ceiling
+        mono = monotonic or time.monotonic  # the admission's clock (injectable: tests)
+        limit = AdaptiveLimit(max(floor, ceiling // 4), min_limit=floor, max_limit=ceiling, clock=mono)
+        self.admission = Admission(
+            limit, max_queue=settings.max_queue, queue_timeout_s=settings.queue_timeout_ms / 1000, clock=mono
+        )
         self.holder = ModelHolder(settings)
         self.metrics = Metrics()
         self.cache = PredictionCache(settings.cache_size, settings.cache_ttl_s)
@@ -100,6 +118,7 @@ class Server:
         self.token = settings.bearer()
         self.store: Any = None
         self.metrics.track_inflight(lambda: self.inflight)
+        self.metrics.track_admission(self.admission)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     def load(self) -> bool:
@@ -140,9 +159,24 @@ class Server:
             self.metrics.close()
 
     async def _flush_metrics(self) -> None:
+        seen, since = dict(self.admission.rejected), time.monotonic()
         while True:
             await asyncio.sleep(0.05)  # small flushes: no pause a request would notice
             self.metrics.flush()
+            if time.monotonic() - since >= 1.0:
+                seen, since = self._log_rejections(seen, since), time.monotonic()
+
+    def _log_rejections(self, seen: dict[str, int], since: float) -> dict[str, int]:
+        """One access-log line for the refusals since the last (a line per refusal would cost more than
+        the refusal); returns the counts it reported up to."""
+        now = dict(self.admission.rejected)
+        reasons = {r: n - seen.get(r, 0) for r, n in now.items() if n != seen.get(r, 0)}
+        if reasons and self.settings.access_log and access.isEnabledFor(logging.INFO):
+            access.info(
+                orjson.dumps({"rejected": sum(reasons.values()), "status": 503, "reasons": reasons,
+                              "seconds": round(time.monotonic() - since, 3)}).decode()
+            )  # fmt: skip
+        return now
 
     async def _poll(self) -> None:
         while True:
@@ -156,21 +190,22 @@ class Server:
     def route(
         self, name: str, handler: Handler, *, probe: bool = False
     ) -> Callable[[Request], Awaitable[Response]]:
+        gate = self.admission
+
         async def endpoint(request: Request) -> Response:
+            # admission first, before the body, the headers' dict or a request id: a refusal is a count
+            admitted = not probe and gate.try_enter()
+            if not probe and not admitted:
+                reason = gate.refusal()
+                if reason is not None:
+                    gate.reject(reason)
+                    return REFUSAL
             start = time.perf_counter()
+            entered = gate.clock()
             rid = request.headers.get("x-request-id") or f"{self._rid_prefix}{next(self._rids):08x}"
             status = 500
-            if not probe and self.inflight >= self.settings.max_inflight:
-                self.metrics.shed.inc()
-                response = json_response(
-                    {"error": "server overloaded, retry later"}, 503, {"Retry-After": "1"}
-                )
-                status = 503
-                return self._finish(request, name, response, status, rid, start)
-            self.inflight += 1
-            served = self.holder.current
-            if served is not None:
-                served.batcher.expected = self.inflight
+            ctx: Context | None = None
+            counted = False
             try:
                 if not probe and self.token is not None:
                     auth = request.headers.get("authorization", "")
@@ -180,10 +215,27 @@ class Server:
                 ctx = Context(self, rid, deadline)
                 async with asyncio.timeout(deadline) as scope:
                     ctx._scope = None if by_client else scope
+                    if not probe and not admitted:
+                        await gate.wait()  # the queue's wait is part of the deadline
+                        admitted, entered = True, gate.clock()
+                        self._check_budgets(ctx, scope)
+                    self.inflight += 1
+                    counted = True
+                    served = ctx.served
+                    if served is not None:
+                        served.batcher.expected = self.inflight
                     response = await handler(request, ctx)
                 status = response.status_code
+            except Rejected as exc:
+                if exc.reason == "deadline":
+                    gate.reject("deadline")
+                return REFUSAL
             except TimeoutError:
+                if not probe and not counted:  # the deadline passed in the queue: never began
+                    gate.reject("deadline")
+                    return REFUSAL
                 status = 504
+                assert ctx is not None
                 response = json_response(
                     {"error": f"deadline of {ctx.deadline_s * 1000:.0f} ms exceeded"}, 504
                 )
@@ -197,12 +249,37 @@ class Server:
                 log.exception("unexpected error in %s (request %s)", name, rid)
                 response = json_response({"error": "internal error", "request_id": rid}, 500)
             finally:
-                self.inflight -= 1
-                if served is not None:
-                    served.batcher.expected = self.inflight
+                if counted:
+                    self.inflight -= 1
+                    served = ctx.served if ctx is not None else None
+                    if served is not None:
+                        served.batcher.expected = self.inflight
+                if admitted:
+                    if counted:
+                        gate.leave(entered, self._target_s(ctx))
+                    else:
+                        gate.release()
             return self._finish(request, name, response, status, rid, start)
 
         return endpoint
+
+    def _check_budgets(self, ctx: Context, scope: asyncio.Timeout) -> None:
+        """After a wait in the queue: refuse a request whose deadline no longer holds the budgets its
+        route spends (the feature store's, for a model that reads features) - it would time out."""
+        served = ctx.served
+        if served is None or served.online is None:
+            return
+        when = scope.when()
+        left = when - asyncio.get_running_loop().time() if when is not None else math.inf
+        if left < self.settings.feature_timeout_ms / 1000:
+            raise Rejected("deadline")
+
+    def _target_s(self, ctx: Context | None) -> float:
+        """The latency a request should stay under: the target, grown with its deadline (rows, client)."""
+        target = self.settings.target_latency_s
+        if ctx is None:
+            return target
+        return target * ctx.deadline_s / (self.settings.deadline_ms / 1000)
 
     def _deadline(self, request: Request) -> tuple[float, bool]:
         """The request's deadline in seconds, and whether the client set it (X-Deadline-Ms)."""
