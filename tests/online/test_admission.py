@@ -4,6 +4,7 @@ protocol - a refused request never reaches the model, the body or the store."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -30,60 +31,92 @@ class Clock:
 
 
 def _window(limit: AdaptiveLimit, clock: Clock, latency_s: float, *, saturated: bool = True) -> None:
-    """One 100 ms window of 20 requests that each took ``latency_s`` (target 50 ms)."""
+    """One 1 s window of 20 requests admitted at its start that took ``latency_s`` each (target 50 ms)."""
+    start = clock.now
+    clock.now = start + latency_s
     for _ in range(20):
         if saturated:
             limit.saturated()
         limit.observe(latency_s, target_s=0.05)
-    clock.now += 0.1
+    clock.now = start + 1.0
     limit.observe(latency_s, target_s=0.05)  # the first sample past the window closes it
+
+
+def _limit(initial: float, clock: Clock, lo: int = 4, hi: int = 128) -> AdaptiveLimit:
+    return AdaptiveLimit(initial, min_limit=lo, max_limit=hi, window_s=1.0, hold_s=2.0, clock=clock)
+
+
+def _serve(limit: AdaptiveLimit, clock: Clock, capacity: float, windows: int) -> list[float]:
+    """A server whose latency is its requests in flight over its capacity (Little's law)."""
+    seen = []
+    for _ in range(windows):
+        _window(limit, clock, limit.value / capacity)
+        seen.append(limit.value)
+    return seen
 
 
 # -- the adaptive limit ---------------------------------------------------------------------------------
 def test_the_limit_shrinks_when_latency_rises_and_grows_back_when_it_falls() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(64, min_limit=4, max_limit=128, clock=clock)
-    _window(limit, clock, 0.1)  # twice the target: latency grows with the requests in flight, so halve
-    assert limit.value == 32
-    _window(limit, clock, 0.2)  # four times: never more than halved in one window
-    assert limit.value == 16
-    for _ in range(10):
-        _window(limit, clock, 1.0)
+    limit = _limit(64, clock)
+    first = _serve(limit, clock, capacity=640, windows=30)  # the target is met at 640/s x 50 ms = 32
+    assert first[0] == 32  # twice the target: halved at once
+    assert all(25 <= v <= 40 for v in first[5:])
+    slower = _serve(limit, clock, capacity=160, windows=30)  # the model slows down: 8 meet the target
+    assert all(6 <= v <= 11 for v in slower[10:])
+    faster = _serve(limit, clock, capacity=640, windows=30)  # and recovers: the limit grows back
+    assert faster[1] > slower[-1]
+    assert faster == sorted(faster[:8]) + faster[8:]  # by sqrt(limit) a window, up to the target
+    assert all(25 <= v <= 40 for v in faster[10:])
+    _serve(limit, clock, capacity=10, windows=30)
     assert limit.value == 4  # the floor
-    _window(limit, clock, 0.01)  # under the target while the limit turned requests away: + sqrt(limit)
-    assert limit.value == 6
-    for _ in range(50):
-        _window(limit, clock, 0.01)
+    _serve(limit, clock, capacity=1e6, windows=60)
     assert limit.value == 128  # the ceiling
+
+
+def test_a_decrease_that_does_not_make_requests_faster_is_undone() -> None:
+    """Latency the limit does not cause (a slow store, a loop busy refusing a flood): a smaller limit
+    would refuse more for nothing - the cut is undone and cuts wait, longer each time."""
+    clock = Clock()
+    limit = _limit(64, clock)
+    seen = []
+    for _ in range(30):
+        _window(limit, clock, 0.2)  # four times the target, whatever the limit
+        seen.append(limit.value)
+    assert min(seen) == 32  # tried, never further
+    tries = [i for i, v in enumerate(seen) if v == 32]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    assert gaps == [3, 5, 9, 11]  # held off 2, 4, 8, then 10 s (the most) after each failed try
+    assert seen.count(64) == 25
 
 
 def test_the_limit_grows_only_when_it_is_reached_and_moves_only_on_whole_windows() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(20, min_limit=1, max_limit=100, clock=clock)
+    limit = _limit(20, clock, lo=1, hi=100)
     _window(limit, clock, 0.01, saturated=False)
     assert limit.value == 20  # fast, but nobody was turned away: no reason to admit more
     for _ in range(200):
         limit.observe(1.0, target_s=0.05)  # very slow, but the window is not over yet
     assert limit.value == 20
-    clock.now += 0.1
+    clock.now += 1.0
     limit.observe(1.0, target_s=0.05)
     assert limit.value == 10
 
 
 def test_the_90th_percentile_moves_the_limit_not_one_slow_request() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(50, min_limit=1, max_limit=100, clock=clock)
+    limit = _limit(50, clock, lo=1, hi=100)
     limit.saturated()
     for latency in [0.01] * 19 + [5.0]:  # a GC pause, a reload
         limit.observe(latency, target_s=0.05)
-    clock.now += 0.1
+    clock.now += 1.0
     limit.observe(0.01, target_s=0.05)
     assert limit.value > 50
 
 
 def test_a_fixed_limit_never_moves_and_bounds_are_checked() -> None:
     clock = Clock()
-    limit = AdaptiveLimit(8, min_limit=8, max_limit=8, clock=clock)
+    limit = _limit(8, clock, lo=8, hi=8)
     _window(limit, clock, 1.0)
     assert limit.fixed
     assert limit.value == 8
@@ -273,7 +306,7 @@ def _request(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row[k] for k in ("user_id", "amount", "merchant_category", "device")}
 
 
-def _serve(registered: str, store_url: str, **kw: Any) -> ServeSettings:
+def _settings(registered: str, store_url: str, **kw: Any) -> ServeSettings:
     return ServeSettings(model=registered, store=store_url, reload_interval_s=0, access_log=False,
                          cache_size=0, admission="fixed", **kw)  # fmt: skip
 
@@ -282,7 +315,7 @@ def test_requests_queued_past_their_budget_get_503_and_never_reach_the_model_or_
     registered: str, store_url: str, fraud_log: pa.Table
 ) -> None:
     clock = Clock()
-    app = build_app(_serve(registered, store_url, max_inflight=1, max_queue=8, queue_timeout_ms=10),
+    app = build_app(_settings(registered, store_url, max_inflight=1, max_queue=8, queue_timeout_ms=10),
                     monotonic=clock)  # fmt: skip
     server = app.state["server"]
     rows = fraud_log.slice(15_000, 4).to_pylist()
@@ -315,7 +348,7 @@ def test_a_request_refused_on_arrival_touches_neither_body_nor_store_and_is_coun
     registered: str, store_url: str, fraud_log: pa.Table, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = Clock()
-    settings = _serve(registered, store_url, max_inflight=1, max_queue=0)
+    settings = _settings(registered, store_url, max_inflight=1, max_queue=0)
     settings = settings.model_copy(update={"access_log": True})
     app = build_app(settings, monotonic=clock)
     server = app.state["server"]
@@ -352,7 +385,7 @@ def test_a_queued_request_without_time_left_for_the_store_is_refused(
     registered: str, store_url: str, fraud_log: pa.Table
 ) -> None:
     """After its wait, a /predict whose deadline no longer holds the feature fetch's budget is refused."""
-    app = build_app(_serve(registered, store_url, max_inflight=1, max_queue=4, queue_timeout_ms=50,
+    app = build_app(_settings(registered, store_url, max_inflight=1, max_queue=4, queue_timeout_ms=50,
                            feature_timeout_ms=40))  # fmt: skip
     server = app.state["server"]
     first, second = fraud_log.slice(15_000, 2).to_pylist()
@@ -387,7 +420,7 @@ def test_a_queued_request_without_time_left_for_the_store_is_refused(
 
 
 def test_probes_are_never_refused(registered: str, store_url: str) -> None:
-    app = build_app(_serve(registered, store_url, max_inflight=1, max_queue=0))
+    app = build_app(_settings(registered, store_url, max_inflight=1, max_queue=0))
     server = app.state["server"]
 
     async def main() -> int:
@@ -416,8 +449,8 @@ def test_settings_refuse_an_admission_that_cannot_work() -> None:
         ServeSettings(queue_timeout_ms=100, deadline_ms=100)
     with pytest.raises(ValidationError, match="target_latency_ms"):
         ServeSettings(target_latency_ms=150)
-    assert ServeSettings().target_latency_s == 0.05
-    assert ServeSettings(deadline_ms=300).target_latency_s == 0.15
+    assert ServeSettings().target_latency_s == pytest.approx(0.04)
+    assert ServeSettings(deadline_ms=300).target_latency_s == pytest.approx(0.12)
 
 
 # -- the HTTP protocol ----------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ the requests in flight under a limit and refuses the excess before anything is s
 read, no parse, no store read, no log line - with a 503 and ``Retry-After`` (:data:`REJECTION`).
 
 * **The limit** (:class:`AdaptiveLimit`) follows the latency it causes. Every window (100 ms) the 90th
-  percentile of the admitted requests' service time, as a share of their target (half the deadline by
-  default), moves it: down in proportion when over the target (latency grows with the requests in
+  percentile of the admitted requests' service time, as a share of their target (40 % of the deadline
+  by default), moves it: down in proportion when over the target (latency grows with the requests in
   flight: twice the target halves the limit), up by its square root when under the target while the
-  limit was reached - always between a floor and a ceiling. It aims at the latency budget rather than
-  at the unloaded latency (as gradient limits do): clients that retry at once make every refusal cost
-  again, so a server that admits too few spends its time refusing.
+  limit was reached - always between a floor and a ceiling. A large decrease that did not make the
+  requests admitted after it faster is undone: that latency was not the limit's (a slow store, a loop
+  busy refusing a flood), and a smaller limit would only refuse more. It aims at the latency budget
+  rather than at the unloaded latency (as gradient limits do): clients that retry at once make every
+  refusal cost again, so a server that admits too few spends its time refusing.
 * **The queue**: a request over the limit waits up to ``queue_timeout_s`` for a slot, oldest first; one
   that waited longer is refused (``queue_timeout``). Once the queue has stood that long without
   emptying (the arrivals outrun the service - CoDel's standing queue), it is served newest first
@@ -60,6 +62,10 @@ class AdaptiveLimit:
     """The concurrency limit of one worker, moved by measured latency (see the module docstring).
     ``min_limit == max_limit`` is a fixed limit.
 
+    A large decrease is checked: if the requests admitted after it are not faster, the latency was not
+    the limit's doing (a slow store, an event loop busy refusing a flood) and a smaller limit would only
+    refuse more - it is undone, and decreases wait ``hold_s`` (doubling while they keep failing).
+
     >>> t = [0.0]
     >>> limit = AdaptiveLimit(100, min_limit=10, max_limit=200, clock=lambda: t[0])
     >>> for _ in range(20):
@@ -77,12 +83,13 @@ class AdaptiveLimit:
         max_limit: int,
         window_s: float = 0.1,
         min_samples: int = 10,
+        hold_s: float = 2.0,
         clock: Clock = time.monotonic,
     ) -> None:
         if not 1 <= min_limit <= max_limit:
             raise ValueError(f"need 1 <= min_limit <= max_limit, got {min_limit} and {max_limit}")
-        if window_s <= 0 or min_samples < 1:
-            raise ValueError("window_s must be > 0 and min_samples >= 1")
+        if window_s <= 0 or min_samples < 1 or hold_s < 0:
+            raise ValueError("window_s must be > 0, min_samples >= 1 and hold_s >= 0")
         self.min_limit, self.max_limit = min_limit, max_limit
         self.value = float(min(max(initial, min_limit), max_limit))
         self.window_s, self.min_samples = window_s, min_samples
@@ -90,6 +97,11 @@ class AdaptiveLimit:
         self._ratios: list[float] = []  # latency / target of the window's requests
         self._limited = False  # the limit turned a request away (or was reached) in this window
         self._window_start = clock()
+        self._base_hold = self._hold = hold_s
+        self._hold_until = -math.inf
+        self._undo: float | None = None  # the value before a decrease being checked
+        self._cut_at = 0.0  # when it was made: only requests admitted since tell whether it helped
+        self._cut_ratio = 0.0  # the ratio that made it
 
     @property
     def fixed(self) -> bool:
@@ -103,23 +115,43 @@ class AdaptiveLimit:
         """One admitted request's service time and the latency it should have stayed under."""
         if self.min_limit == self.max_limit:
             return
-        self._ratios.append(latency_s / target_s)
         now = self._clock()
+        if self._undo is not None and now - latency_s < self._cut_at:
+            return  # admitted before the decrease being checked: says nothing about it
+        self._ratios.append(latency_s / target_s)
         if now - self._window_start >= self.window_s and len(self._ratios) >= self.min_samples:
             self._window_start = now
-            self._update()
+            self._update(now)
 
-    def _update(self) -> None:
+    def _update(self, now: float) -> None:
         ratios, self._ratios = self._ratios, []
         ratios.sort()
         p90 = ratios[int(0.9 * (len(ratios) - 1))]
+        limited, self._limited = self._limited, False
+        if self._undo is not None:  # did the decrease help? at least half the improvement it aimed at
+            undo, self._undo = self._undo, None
+            aimed = self._cut_ratio * self.value / undo
+            if p90 > (self._cut_ratio + aimed) / 2:
+                self.value = undo
+                self._hold_until = now + self._hold
+                self._hold = min(self._hold * 2, 5 * self._base_hold)
+            else:
+                self._hold = self._base_hold
+            return
         value = self.value
         if p90 > 1.0:
-            value *= max(0.5, 1.0 / p90)  # latency grows with the requests in flight (Little's law)
-        elif self._limited:
+            if now < self._hold_until:
+                return
+            factor = max(0.5, 1.0 / p90)  # latency grows with the requests in flight (Little's law)
+            if factor < 0.8 and value > self.min_limit:
+                self._undo, self._cut_at, self._cut_ratio = value, now, p90
+            value *= factor
+        elif limited:
             value += math.sqrt(value)
-        self._limited = False
+            self._hold = self._base_hold
         self.value = min(max(value, float(self.min_limit)), float(self.max_limit))
+        if self._undo is not None and self.value >= self._undo:
+            self._undo = None
 
 
 class _Waiter:

@@ -63,7 +63,7 @@ class ServeSettings(BaseSettings):
         None,
         gt=0,
         description="The service time (90th percentile) the adaptive limit holds requests under; grows "
-        "with a request's deadline. Default: half of deadline_ms.",
+        "with a request's deadline. Default: 40 % of deadline_ms.",
     )
     max_queue: int = Field(
         64, ge=0, description="Requests per worker that may wait for a slot (0: none; over it: 503)."
@@ -109,7 +109,7 @@ class ServeSettings(BaseSettings):
     @property
     def target_latency_s(self) -> float:
         """The adaptive limit's latency target for a one-row request with the default deadline."""
-        ms = self.target_latency_ms if self.target_latency_ms is not None else self.deadline_ms / 2
+        ms = self.target_latency_ms if self.target_latency_ms is not None else self.deadline_ms * 0.4
         return ms / 1000
 
     def bearer(self) -> str | None:
