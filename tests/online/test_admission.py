@@ -449,8 +449,10 @@ def test_settings_refuse_an_admission_that_cannot_work() -> None:
         ServeSettings(queue_timeout_ms=100, deadline_ms=100)
     with pytest.raises(ValidationError, match="target_latency_ms"):
         ServeSettings(target_latency_ms=150)
-    assert ServeSettings().target_latency_s == pytest.approx(0.04)
-    assert ServeSettings(deadline_ms=300).target_latency_s == pytest.approx(0.12)
+    assert ServeSettings().target_latency_s == pytest.approx(0.05)
+    assert ServeSettings(deadline_ms=300).target_latency_s == pytest.approx(0.15)
+    assert ServeSettings(max_inflight=100).inflight_floor == 50  # a limit never more than halved
+    assert ServeSettings(max_inflight=100, min_inflight=10).inflight_floor == 10
 
 
 # -- the HTTP protocol ----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ the requests in flight under a limit and refuses the excess before anything is s
 read, no parse, no store read, no log line - with a 503 and ``Retry-After`` (:data:`REJECTION`).
 
 * **The limit** (:class:`AdaptiveLimit`) follows the latency it causes. Every window (100 ms) the 90th
-  percentile of the admitted requests' service time, as a share of their target (40 % of the deadline
+  percentile of the admitted requests' service time, as a share of their target (half the deadline
   by default), moves it: down in proportion when over the target (latency grows with the requests in
   flight: twice the target halves the limit), up by its square root when under the target while the
   limit was reached - always between a floor and a ceiling. A large decrease that did not make the

@@ -56,14 +56,17 @@ class ServeSettings(BaseSettings):
     max_inflight: int = Field(
         256, ge=1, description="The most requests in flight per worker (the adaptive limit's ceiling)."
     )
-    min_inflight: int = Field(
-        8, ge=1, description="The adaptive limit's floor (max_inflight when that is smaller and this unset)."
+    min_inflight: int | None = Field(
+        None,
+        ge=1,
+        description="The adaptive limit's floor. Default: half of max_inflight - under sustained overload "
+        "a lower limit only refuses more clients that retry at once (see docs/online.md).",
     )
     target_latency_ms: float | None = Field(
         None,
         gt=0,
         description="The service time (90th percentile) the adaptive limit holds requests under; grows "
-        "with a request's deadline. Default: 40 % of deadline_ms.",
+        "with a request's deadline. Default: half of deadline_ms.",
     )
     max_queue: int = Field(
         64, ge=0, description="Requests per worker that may wait for a slot (0: none; over it: 503)."
@@ -88,9 +91,7 @@ class ServeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _admission_fits(self) -> ServeSettings:
-        if self.min_inflight > self.max_inflight and "min_inflight" not in self.model_fields_set:
-            self.min_inflight = self.max_inflight  # a small ceiling given alone lowers the default floor
-        if self.min_inflight > self.max_inflight:
+        if self.min_inflight is not None and self.min_inflight > self.max_inflight:
             raise ValueError(
                 f"min_inflight ({self.min_inflight}) must not be over max_inflight ({self.max_inflight})"
             )
@@ -107,9 +108,14 @@ class ServeSettings(BaseSettings):
         return self
 
     @property
+    def inflight_floor(self) -> int:
+        """The adaptive limit's floor: ``min_inflight``, half of ``max_inflight`` unless set."""
+        return self.min_inflight if self.min_inflight is not None else max(1, self.max_inflight // 2)
+
+    @property
     def target_latency_s(self) -> float:
         """The adaptive limit's latency target for a one-row request with the default deadline."""
-        ms = self.target_latency_ms if self.target_latency_ms is not None else self.deadline_ms * 0.4
+        ms = self.target_latency_ms if self.target_latency_ms is not None else self.deadline_ms / 2
         return ms / 1000
 
     def bearer(self) -> str | None:

@@ -100,7 +100,7 @@ class Server:
         #: "now" in epoch ms, the time windows are read as of (injectable: tests, replays)
         self.clock: Callable[[], int] = clock or now_ms
         ceiling = settings.max_inflight
-        floor = settings.min_inflight if settings.admission == "adaptive" else ceiling
+        floor = settings.inflight_floor if settings.admission == "adaptive" else ceiling
         mono = monotonic or time.monotonic  # the admission's clock (injectable: tests)
         limit = AdaptiveLimit(max(floor, ceiling // 4), min_limit=floor, max_limit=ceiling, clock=mono)
         self.admission = Admission(
