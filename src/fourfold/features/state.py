@@ -116,13 +116,17 @@ class KeyState:
     def fold(self, t: int, seq: int, values: Sequence[Any]) -> None:
         """Insert one event in ``(ts, seq)`` order, raise ``max_ts`` and drop what fell out of the horizon."""
         ts = self.ts
-        if not self.columns:
-            self.columns = [[] for _ in values]
+        cols = self.columns
+        if not cols:
+            cols = self.columns = [[] for _ in values]
         if not ts or t > ts[-1] or (t == ts[-1] and seq > self.seq[-1]):
             ts.append(t)
             self.seq.append(seq)
-            for col, v in zip(self.columns, values, strict=True):
-                col.append(v)
+            if len(cols) == 1 == len(values):  # one column, the common case: no zip to build
+                cols[0].append(values[0])
+            else:
+                for col, v in zip(cols, values, strict=True):
+                    col.append(v)
         else:
             lo = bisect_left(ts, t)
             i = bisect_left(self.seq, seq, lo, bisect_right(ts, t, lo))
@@ -132,7 +136,8 @@ class KeyState:
                 col.insert(i, v)
         if t > self.max_ts:
             self.max_ts = t
-            self.expire()
+            if ts[0] < t - self.horizon:  # something fell out of the horizon
+                self.expire()
 
     def expire(self) -> int:
         """Drop events with ``ts < max_ts - horizon``; returns how many were dropped."""
