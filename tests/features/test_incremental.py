@@ -548,3 +548,50 @@ def test_a_key_blob_is_the_same_bytes_as_the_general_encoder(
             state.fold(t, seq, [amount] * len(layout.columns))
         fast = encode_key(layout, key, state, next_seq=len(events) + 1)
         assert fast == encode(layout, [(key, state)], kind="key", next_seq=len(events) + 1)
+
+
+_ANY = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([1e300, -1e300, 1e299, 5e-324, -0.0]),
+    st.text(max_size=3),
+)
+
+
+_PLAIN = st.fixed_dictionaries(
+    {
+        "user_id": st.text(min_size=1, max_size=5),
+        "ts": st.integers(-(2**63), 2**63 - 1),
+        "amount": st.floats(-1e299, 1e299),
+        "fee": st.floats(-1e299, 1e299),
+    }
+)
+
+
+def test_a_plain_event_takes_the_compiled_check() -> None:
+    engine = IncrementalEngine(feature_set())  # a count_distinct column: always the rules
+    assert engine._plain(ev("u1", 5, 2.0)) is None
+    numeric = IncrementalEngine(FeatureSet.from_dict(_NUMERIC))
+    event = {"user_id": "u1", "ts": 5, "amount": 2.0, "fee": 0.5}
+    assert numeric._plain(event) == ("u1", 5, [0.5], [2.0]) == numeric._validate(event)
+
+
+_NUMERIC = {
+    "name": "numeric",
+    "entities": [{"name": "user", "join_key": "user_id"}],
+    "sources": [{"name": "tx", "entity": "user", "timestamp": "ts"}],
+    "features": [
+        {"name": "amount", "request": "amount"},
+        {"name": "sum_1h", "source": "tx", "agg": "sum", "column": "fee", "window": "1h"},
+    ],
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_PLAIN, st.dictionaries(st.sampled_from(["user_id", "ts", "amount", "fee"]), _ANY)))
+def test_the_compiled_check_of_a_plain_event_agrees_with_the_rules(event: dict[str, Any]) -> None:
+    engine = IncrementalEngine(FeatureSet.from_dict(_NUMERIC))
+    fast = engine._plain(event)
+    assert fast is None or fast == engine._validate(event)  # None: the rules decide, with the reason
