@@ -48,10 +48,11 @@ class ServeSettings(BaseSettings):
         None, description="A redis:// URL for a prediction cache shared by all workers and replicas."
     )
     admission: Literal["adaptive", "fixed"] = Field(
-        "adaptive",
-        description="adaptive: the limit of requests in flight per worker follows their latency, between "
-        "min_inflight and max_inflight; fixed: max_inflight. Over the limit a request waits in the queue "
-        "or is refused with 503 + Retry-After before its body is read.",
+        "fixed",
+        description="fixed: at most max_inflight requests in flight per worker; adaptive: the limit follows "
+        "their latency, between min_inflight and max_inflight. Over the limit a request waits in the "
+        "queue (queue-time shedding) or is refused with 503 + Retry-After before its body is read. "
+        "fixed is the default: measured, it kept more goodput (docs/online.md).",
     )
     max_inflight: int = Field(
         256, ge=1, description="The most requests in flight per worker (the adaptive limit's ceiling)."
