@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from bisect import bisect_left, bisect_right
-from collections import Counter, deque
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from operator import neg
 from typing import Any
 
 import numpy as np
@@ -50,6 +48,18 @@ from fourfold.features.definitions import (
     FeatureSet,
     RequestFeature,
     WindowedFeature,
+)
+from fourfold.features.sliding import (
+    BIG,
+    COUNT,
+    DISTINCT,
+    LAST,
+    MAX,
+    MEAN,
+    MIN,
+    SUM,
+    Sliding,
+    Track,
 )
 from fourfold.features.state import (
     Key,
@@ -78,18 +88,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
 _MISSING: Any = object()
 _NAN = math.nan
-_COUNT, _SUM, _MEAN, _MIN, _MAX, _DISTINCT, _LAST = range(7)
-_CODES = {"count": _COUNT, "sum": _SUM, "mean": _MEAN, "min": _MIN, "max": _MAX,
-          "count_distinct": _DISTINCT, "last": _LAST}  # fmt: skip
+_CODES = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX,
+          "count_distinct": DISTINCT, "last": LAST}  # fmt: skip
 _SEQ_END = 2**63  # sequence numbers are stored as int64
-# Below this magnitude a running sum cannot overflow (a window would need ~1e8 such values), so it gives
-# what summing the window gives; a key that folds a larger value sums its windows with C-level passes,
-# which overflow (or not) as they did before the sums ran.
-_BIG = 1e300
-_ACC_LIMIT = 24  # terms of a running sum before it is compressed to its exact partials
 _TRACK_MIN = 48  # events a key's state holds before its windows slide (below, bisects and passes are cheaper)
-_CHAIN = 8  # C-level passes that build a min/max deque before the per-event rule takes over
-_SIGNED_ZERO = math.copysign(1.0, math.fsum([-0.0])) < 0  # whether this Python's fsum keeps -0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,68 +198,9 @@ def _seq_number(seq: Any) -> int:
     raise ValueError(f"seq must be an int from 1 to 2**63 - 1 (the event's arrival number), got {_show(seq)}")
 
 
-def _exact(terms: list[float]) -> list[float]:
-    """A few floats with the exact sum of ``terms``: each the ``fsum`` of what the ones before leave.
-
-    The rest is a sum of floats, so a multiple of the least subnormal: a nonzero rest never rounds to 0."""
-    out: list[float] = []
-    rest = terms[:]
-    s = math.fsum(rest)
-    while s:
-        out.append(s)
-        rest.append(-s)
-        s = math.fsum(rest)
-    return out
-
-
-def _chain(col: list[Any], lo: int, hi: int, smallest: bool) -> deque[int]:
-    """The monotonic deque of ``col[lo:hi]``: the indices whose value no later one beats strictly, so its
-    front is the first extreme value, the one ``min()``/``max()`` returns. A few C-level passes find its
-    first links (each the first extreme of what follows the last), the per-event rule the rest."""
-    dq: deque[int] = deque()
-    j = lo
-    for _ in range(_CHAIN):
-        if j >= hi:
-            return dq
-        j = col.index(min(col[j:hi]) if smallest else max(col[j:hi]), j, hi)
-        dq.append(j)
-        j += 1
-    for k in range(j, hi):
-        v = col[k]
-        if smallest:
-            while dq and col[dq[-1]] > v:
-                dq.pop()
-        else:
-            while dq and col[dq[-1]] < v:
-                dq.pop()
-        dq.append(k)
-    return dq
-
-
-def _inserted(dq: deque[int], col: list[Any], i: int, smallest: bool) -> deque[int]:
-    """``dq`` after a value was inserted into ``col`` at ``i`` inside its range (indices from ``i`` on
-    move up one): earlier indices it beats leave, and it joins unless a later value beats it."""
-    items = list(dq)
-    p = bisect_left(items, i)
-    before, after = items[:p], [j + 1 for j in items[p:]]
-    x = col[i]
-    if smallest:
-        while before and col[before[-1]] > x:
-            before.pop()
-        joins = not after or not col[after[0]] < x
-    else:
-        while before and col[before[-1]] < x:
-            before.pop()
-        joins = not after or not col[after[0]] > x
-    if joins:
-        before.append(i)
-    before += after
-    return deque(before)
-
-
 def _plain_event(key: str, ts: str, columns: tuple[tuple[str, bool], ...], request: tuple[str, ...]) -> Any:
     """``event -> (key, t, values, request) | None``: :meth:`IncrementalEngine._validate`'s answer for the
-    common event - a non-empty string key, an int timestamp, plain floats under ``_BIG`` in the numeric
+    common event - a non-empty string key, an int timestamp, plain floats under ``BIG`` in the numeric
     columns and request fields - as one compiled expression; None sends any other event to the rules.
     (Only numeric columns: a count_distinct column takes the rules' path.)"""
     if not all(numeric for _, numeric in columns):
@@ -274,37 +217,9 @@ def _plain_event(key: str, ts: str, columns: tuple[tuple[str, bool], ...], reque
         f"        return k, t, [{cols}], [{req}]\n"
         f"    return None\n"
     )
-    scope: dict[str, Any] = {"BIG": _BIG, "TS_MIN": _TS_MIN, "TS_MAX": _TS_MAX}
+    scope: dict[str, Any] = {"BIG": BIG, "TS_MIN": _TS_MIN, "TS_MAX": _TS_MAX}
     exec(source, scope)  # the names are repr()-quoted literals
     return scope["plain"]
-
-
-class _Track:
-    """Derived from one key's state, never stored: its windows as of the time ``at`` of its newest read.
-
-    Window ``w`` covers the events ``[los[w], hi)`` of the state's ``(ts, seq)`` order: ``hi`` is the first
-    event at or after ``at``, ``los[w]`` the first at or after the window's start. Both only move forward
-    as ``at`` grows. Per window and column: ``accs`` terms whose exact sum is the window's (values in,
-    negated values out, now and then compressed to a few exact partials), ``dists`` value counts,
-    ``mins``/``maxs`` monotonic deques of indices. Expiry is deferred until the state has grown by a
-    quarter since it last dropped its dead events (``compact_at``), so that dropping costs O(1) per event;
-    whatever shows the state (``state()``, dumps, ``read()``) drops them first (``deferred``)."""
-
-    __slots__ = ("accs", "at", "compact_at", "deferred", "dists", "exact", "hi", "los", "maxs", "mins",
-                 "newest")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.at: int | None = None  # None: not built (the next in-order event builds it)
-        self.hi = 0
-        self.los: list[int] = []
-        self.accs: list[list[float]] = []
-        self.dists: list[dict[Any, int]] = []
-        self.mins: list[deque[int]] = []
-        self.maxs: list[deque[int]] = []
-        self.newest: int | None = None  # the greatest seq of the key since its state was set
-        self.compact_at = 0
-        self.deferred = False  # events older than max_ts - horizon may still be in the state
-        self.exact = True  # False while a summed value is near overflow: sums then take the slow path
 
 
 class IncrementalEngine:
@@ -330,7 +245,7 @@ class IncrementalEngine:
         self.layout = Layout.of(feature_set)
         self._lateness = feature_set.allowed_lateness.ms
         self._states: dict[Key, KeyState] = {}
-        self._tracks: dict[Key, _Track] = {}
+        self._tracks: dict[Key, Track] = {}
         self._seq = 0
         self._track_min = _TRACK_MIN
         self._huge = False  # the last validated event had a number too large for the running sums
@@ -352,9 +267,9 @@ class IncrementalEngine:
         self._empty = tuple(f.empty_value for f in feature_set.windowed)
         # The running aggregates: one slot per (kind, window, column), shared by the features that read it
         # (a sum and a mean of one column over one window share their terms).
-        kinds = {_SUM: _SUM, _MEAN: _SUM, _MIN: _MIN, _MAX: _MAX, _DISTINCT: _DISTINCT}
+        kinds = {SUM: SUM, MEAN: SUM, MIN: MIN, MAX: MAX, DISTINCT: DISTINCT}
         slots: dict[tuple[int, int, int], int] = {}
-        per_kind = dict.fromkeys((_SUM, _MIN, _MAX, _DISTINCT), 0)
+        per_kind = dict.fromkeys((SUM, MIN, MAX, DISTINCT), 0)
         aggs: list[list[tuple[int, int, int]]] = [[] for _ in windows]
         fast: list[tuple[int, int, int, int, float]] = []
         for (code, wi, ci), empty in zip(self._ops, self._empty, strict=True):
@@ -368,9 +283,10 @@ class IncrementalEngine:
                 slot = slots[kind, wi, ci]
             fast.append((code, wi, ci, slot, empty))
         self._fast = tuple(fast)
-        self._plan = tuple((wi, w, hop, tuple(aggs[wi])) for wi, (w, hop) in enumerate(windows))
-        self._slots = (per_kind[_SUM], per_kind[_DISTINCT], per_kind[_MIN], per_kind[_MAX])
-        self._summed = tuple(sorted({ci for kind, _, ci in slots if kind == _SUM}))
+        summed = tuple(sorted({ci for kind, _, ci in slots if kind == SUM}))
+        plan = tuple((wi, w, hop, tuple(aggs[wi])) for wi, (w, hop) in enumerate(windows))
+        counts = (per_kind[SUM], per_kind[DISTINCT], per_kind[MIN], per_kind[MAX])
+        self._sliding = Sliding(plan, self._fast, counts, summed, len(self.layout.columns))
         # (name, 0 windowed / 1 request / 2 entity, index) in the feature set's order
         w = r = 0
         out: list[tuple[str, int, int]] = []
@@ -448,7 +364,7 @@ class IncrementalEngine:
             tr = self._tracks.get(key)
             if seq is not None:
                 if tr is None:
-                    tr = self._tracks[key] = _Track()
+                    tr = self._tracks[key] = Track()
                 if tr.newest is None:
                     tr.newest = max(st.seq, default=0)
                 if seq <= tr.newest:
@@ -460,11 +376,11 @@ class IncrementalEngine:
                 self._huge = False
                 return Late(st.max_ts - self._lateness - t, event)
             if tr is not None and tr.at is not None and t >= tr.at:
-                windowed = self._slide(st, tr, t)
+                windowed = self._sliding.slide(st, tr, t)
             elif t >= st.max_ts and len(st.ts) >= self._track_min:  # in order: from now on they slide
                 if tr is None:
-                    tr = self._tracks[key] = _Track()
-                windowed = self._build(st, tr, t)
+                    tr = self._tracks[key] = Track()
+                windowed = self._sliding.build(st, tr, t)
             else:
                 windowed = self._aggregate(st, t)
         if self._huge:
@@ -485,7 +401,7 @@ class IncrementalEngine:
             if tr.at is None:
                 st.fold(t, seq, values)
             else:
-                self._fold(st, tr, t, seq, values)
+                self._sliding.fold(st, tr, t, seq, values)
         return key, t, windowed, request
 
     def read(self, key: Key, at_ms: Timestamp) -> dict[str, float]:
@@ -528,13 +444,13 @@ class IncrementalEngine:
             if v is _MISSING:
                 return f"field {name!r} is missing"
             if numeric:
-                if type(v) is float and -1e300 < v < 1e300:  # the common case, without a call (_BIG)
+                if type(v) is float and -1e300 < v < 1e300:  # the common case, without a call (BIG)
                     values.append(v)
                     continue
                 x = float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _number(v)
                 if x is None:
                     return f"field {name!r} must be a finite number, got {_show(v)}"
-                if not -_BIG < x < _BIG:
+                if not -BIG < x < BIG:
                     self._huge = True
                 values.append(x)
             else:
@@ -545,7 +461,7 @@ class IncrementalEngine:
         request: list[float] = []
         for name in self._request:
             v = event.get(name, _MISSING)
-            if type(v) is float and -_BIG < v < _BIG:  # the common case, without a call
+            if type(v) is float and -BIG < v < BIG:  # the common case, without a call
                 request.append(v)
                 continue
             if v is _MISSING:
@@ -573,237 +489,21 @@ class IncrementalEngine:
             lo = los[wi]
             if lo == hi:
                 out.append(empty)
-            elif code == _COUNT:
+            elif code == COUNT:
                 out.append(float(hi - lo))
-            elif code == _SUM:
+            elif code == SUM:
                 out.append(math.fsum(cols[ci][lo:hi]))
-            elif code == _MEAN:
+            elif code == MEAN:
                 out.append(math.fsum(cols[ci][lo:hi]) / (hi - lo))
-            elif code == _MIN:
+            elif code == MIN:
                 out.append(min(cols[ci][lo:hi]))
-            elif code == _MAX:
+            elif code == MAX:
                 out.append(max(cols[ci][lo:hi]))
-            elif code == _DISTINCT:
+            elif code == DISTINCT:
                 out.append(float(len(set(cols[ci][lo:hi]))))
             else:  # last: the state is ordered by (ts, seq), so the newest window event is at hi - 1
                 out.append(cols[ci][hi - 1])
         return out
-
-    # -- sliding windows ---------------------------------------------------------------------------------
-    def _build(self, st: KeyState, tr: _Track, t: int) -> list[float]:
-        """Position ``tr`` at ``t`` from scratch (C-level passes over each window) and read it."""
-        ts = st.ts
-        if not st.columns:
-            st.columns = [[] for _ in self.layout.columns]
-        cols = st.columns
-        hi = bisect_left(ts, t)
-        n_sums, n_dists, n_mins, n_maxs = self._slots
-        tr.accs = [[] for _ in range(n_sums)]
-        tr.dists = [{} for _ in range(n_dists)]
-        tr.mins = [deque() for _ in range(n_mins)]
-        tr.maxs = [deque() for _ in range(n_maxs)]
-        tr.los = []
-        for _, w, hop, aggs in self._plan:
-            lo = bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi)
-            tr.los.append(lo)
-            for kind, slot, ci in aggs:
-                if kind == _SUM:
-                    tr.accs[slot] = cols[ci][lo:hi]
-                elif kind == _DISTINCT:
-                    tr.dists[slot] = dict(Counter(cols[ci][lo:hi]))  # a dict: Counter has a Python del
-                elif kind == _MIN:
-                    tr.mins[slot] = _chain(cols[ci], lo, hi, True)
-                else:
-                    tr.maxs[slot] = _chain(cols[ci], lo, hi, False)
-        tr.at, tr.hi = t, hi
-        tr.exact = all(
-            not cols[ci] or (min(cols[ci]) > -_BIG and max(cols[ci]) < _BIG) for ci in self._summed
-        )
-        tr.compact_at = len(ts) + max(len(ts) >> 2, 16)
-        return self._values(st, tr)
-
-    def _slide(self, st: KeyState, tr: _Track, t: int) -> list[float]:
-        """Move ``tr`` forward to ``t >= tr.at`` (events enter at ``hi``, leave at each ``lo``); read it."""
-        ts = st.ts
-        cols = st.columns
-        n = len(ts)
-        old = hi = tr.hi
-        # Each end moves a step or two per event: look there before bisecting (a bisect over a hot key's
-        # state costs more, most of it in cache misses).
-        if hi < n and ts[hi] < t:
-            hi += 1
-            if hi < n and ts[hi] < t:
-                hi = bisect_left(ts, t, hi + 1)
-        tr.at = t
-        tr.hi = hi
-        los = tr.los
-        accs, dists, mins, maxs = tr.accs, tr.dists, tr.mins, tr.maxs
-        for wi, w, hop, aggs in self._plan:
-            start = (t - w) // hop * hop if hop else t - w
-            lo = b = los[wi]
-            if b != hi and ts[b] < start:
-                b += 1
-                if b != hi and ts[b] < start:
-                    b = bisect_left(ts, start, b + 1, hi)
-                los[wi] = b
-            if not aggs:
-                continue
-            enter = old
-            if b >= old:  # none of the window's events stays: start afresh
-                if lo != old:
-                    for kind, slot, _ in aggs:
-                        if kind == _SUM:
-                            accs[slot].clear()
-                        elif kind == _DISTINCT:
-                            dists[slot].clear()
-                        elif kind == _MIN:
-                            mins[slot].clear()
-                        else:
-                            maxs[slot].clear()
-                enter = b
-            elif b != lo:  # [lo, b) leave
-                for kind, slot, ci in aggs:
-                    col = cols[ci]
-                    if kind == _SUM:
-                        if b - lo == 1:
-                            accs[slot].append(-col[lo])
-                        else:
-                            accs[slot].extend(map(neg, col[lo:b]))
-                    elif kind == _DISTINCT:
-                        d = dists[slot]
-                        for v in col[lo:b]:
-                            c = d[v] - 1
-                            if c:
-                                d[v] = c
-                            else:
-                                del d[v]
-                    else:
-                        dq = mins[slot] if kind == _MIN else maxs[slot]
-                        while dq[0] < b:  # the deque keeps the window's last event, old - 1 >= b
-                            dq.popleft()
-            if enter != hi:  # [enter, hi) enter
-                for kind, slot, ci in aggs:
-                    col = cols[ci]
-                    if kind == _SUM:
-                        if hi - enter == 1:
-                            accs[slot].append(col[enter])
-                        else:
-                            accs[slot].extend(col[enter:hi])
-                    elif kind == _DISTINCT:
-                        d = dists[slot]
-                        for v in col[enter:hi]:
-                            d[v] = d.get(v, 0) + 1
-                    elif kind == _MIN:
-                        dq = mins[slot]
-                        for k in range(enter, hi):
-                            v = col[k]
-                            while dq and col[dq[-1]] > v:
-                                dq.pop()
-                            dq.append(k)
-                    else:
-                        dq = maxs[slot]
-                        for k in range(enter, hi):
-                            v = col[k]
-                            while dq and col[dq[-1]] < v:
-                                dq.pop()
-                            dq.append(k)
-        return self._values(st, tr)
-
-    def _values(self, st: KeyState, tr: _Track) -> list[float]:
-        cols = st.columns
-        hi = tr.hi
-        los, accs = tr.los, tr.accs
-        out: list[float] = []
-        for code, wi, ci, slot, empty in self._fast:
-            lo = los[wi]
-            if lo == hi:
-                out.append(empty)
-            elif code == _COUNT:
-                out.append(float(hi - lo))
-            elif code <= _MEAN:  # sum or mean
-                acc = accs[slot]
-                if len(acc) > _ACC_LIMIT:
-                    acc[:] = _exact(acc) if tr.exact else []
-                s = math.fsum(acc) if tr.exact else math.fsum(cols[ci][lo:hi])
-                if not s and _SIGNED_ZERO:  # a zero's sign depends on the terms: sum the window
-                    s = math.fsum(cols[ci][lo:hi])
-                out.append(s if code == _SUM else s / (hi - lo))
-            elif code == _LAST:  # the state is ordered by (ts, seq): the newest window event is at hi - 1
-                out.append(cols[ci][hi - 1])
-            elif code == _MAX:
-                out.append(cols[ci][tr.maxs[slot][0]])
-            elif code == _DISTINCT:
-                out.append(float(len(tr.dists[slot])))
-            else:
-                out.append(cols[ci][tr.mins[slot][0]])
-        return out
-
-    def _fold(self, st: KeyState, tr: _Track, t: int, seq: int, values: list[Any]) -> None:
-        """:meth:`KeyState.fold` keeping ``tr`` right, with expiry deferred to an amortized compaction."""
-        ts, seqs, cols = st.ts, st.seq, st.columns
-        n = len(ts)
-        if not n or t > ts[-1] or (t == ts[-1] and seq > seqs[-1]):
-            i = n
-            ts.append(t)
-            seqs.append(seq)
-            for col, v in zip(cols, values, strict=True):
-                col.append(v)
-        else:
-            lo = bisect_left(ts, t)
-            i = bisect_left(seqs, seq, lo, bisect_right(ts, t, lo))
-            ts.insert(i, t)
-            seqs.insert(i, seq)
-            for col, v in zip(cols, values, strict=True):
-                col.insert(i, v)
-        at = tr.at
-        assert at is not None
-        if t < at:  # out of order, before the windows' head: it enters those it falls in
-            self._entered(st, tr, i, t, at)
-        if t > st.max_ts:
-            st.max_ts = t
-            tr.deferred = True
-            if len(ts) >= tr.compact_at:
-                self._compact(st, tr)
-
-    def _entered(self, st: KeyState, tr: _Track, i: int, t: int, at: int) -> None:
-        tr.hi += 1
-        cols = st.columns
-        for wi, w, hop, aggs in self._plan:
-            if t < ((at - w) // hop * hop if hop else at - w):  # before the window: its indices move up
-                tr.los[wi] += 1
-                for kind, slot, _ in aggs:
-                    if kind == _MIN:
-                        tr.mins[slot] = deque(j + 1 for j in tr.mins[slot])
-                    elif kind == _MAX:
-                        tr.maxs[slot] = deque(j + 1 for j in tr.maxs[slot])
-                continue
-            for kind, slot, ci in aggs:
-                x = cols[ci][i]
-                if kind == _SUM:
-                    tr.accs[slot].append(x)
-                elif kind == _DISTINCT:
-                    d = tr.dists[slot]
-                    d[x] = d.get(x, 0) + 1
-                elif kind == _MIN:
-                    tr.mins[slot] = _inserted(tr.mins[slot], cols[ci], i, True)
-                else:
-                    tr.maxs[slot] = _inserted(tr.maxs[slot], cols[ci], i, False)
-
-    def _compact(self, st: KeyState, tr: _Track) -> None:
-        """Drop the dead events (:meth:`KeyState.expire`) and move ``tr``'s indices down with them."""
-        k = st.expire()
-        tr.deferred = False
-        n = len(st.ts)
-        tr.compact_at = n + max(n >> 2, 16)
-        if not k or tr.at is None:
-            return
-        tr.hi -= k
-        tr.los = [lo - k for lo in tr.los]
-        if min(tr.los, default=0) < 0:  # cannot happen (a window never reaches a dead event): rebuild
-            tr.at = None
-            return
-        tr.mins = [deque(j - k for j in dq) for dq in tr.mins]
-        tr.maxs = [deque(j - k for j in dq) for dq in tr.maxs]
 
     def _settled(self, key: Key) -> KeyState | None:
         """``key``'s state with its deferred expiry done: what eager expiry would hold."""
@@ -811,7 +511,7 @@ class IncrementalEngine:
         if st is not None:
             tr = self._tracks.get(key)
             if tr is not None and tr.deferred:
-                self._compact(st, tr)
+                self._sliding.compact(st, tr)
         return st
 
     # -- state access and checkpoints --------------------------------------------------------------------
@@ -859,7 +559,7 @@ class IncrementalEngine:
         """Every key's state and the sequence counter, as a blob for :meth:`load`."""
         for key, tr in self._tracks.items():
             if tr.deferred:
-                self._compact(self._states[key], tr)
+                self._sliding.compact(self._states[key], tr)
         return encode(self.layout, list(self._states.items()), kind="engine", next_seq=self._seq + 1)
 
     @classmethod
