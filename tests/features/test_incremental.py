@@ -4,12 +4,14 @@ import json
 import math
 import struct
 import zlib
+from array import array
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,7 +19,7 @@ from hypothesis import strategies as st
 from fourfold.errors import FourfoldError
 from fourfold.features.definitions import DefinitionError, FeatureSet, RequestFeature, WindowedFeature
 from fourfold.features.incremental import IncrementalEngine, Late, Rejected, Scored, timestamp_ms
-from fourfold.features.state import KeyState, Layout, StateError, encode, encode_key
+from fourfold.features.state import KeyState, Layout, StateError, encode
 
 MIN = 60_000
 
@@ -526,9 +528,7 @@ def test_consistent_checksum_with_inconsistent_content_is_refused() -> None:
     ),
     st.one_of(st.text(min_size=1, max_size=12), st.integers(-(2**63), 2**63 - 1)),
 )
-def test_a_key_blob_is_the_same_bytes_as_the_general_encoder(
-    events: list[tuple[int, float]], key: str | int
-) -> None:
+def test_a_key_blob_is_the_documented_format(events: list[tuple[int, float]], key: str | int) -> None:
     numeric = FeatureSet.from_dict(
         {
             "name": "numeric",
@@ -546,8 +546,29 @@ def test_a_key_blob_is_the_same_bytes_as_the_general_encoder(
         state = KeyState(max_ts=0, horizon=layout.horizon)
         for seq, (t, amount) in enumerate(events, start=1):
             state.fold(t, seq, [amount] * len(layout.columns))
-        fast = encode_key(layout, key, state, next_seq=len(events) + 1)
-        assert fast == encode(layout, [(key, state)], kind="key", next_seq=len(events) + 1)
+        cols = state.columns or [[] for _ in layout.columns]
+        header = {  # one JSON header, then the arrays (the state module's docstring)
+            "kind": "key",
+            "feature_set": layout.feature_set,
+            "fingerprint": layout.fingerprint,
+            "columns": [
+                [c, "f64" if n else "value"] for c, n in zip(layout.columns, layout.numeric, strict=True)
+            ],
+            "next_seq": len(events) + 1,
+            "keys": [
+                {
+                    "key": key,
+                    "n": len(state.ts),
+                    "max_ts": state.max_ts,
+                    "values": [c for c, n in zip(cols, layout.numeric, strict=True) if not n],
+                }
+            ],
+        }
+        head = orjson.dumps(header)
+        floats = [array("d", c).tobytes() for c, n in zip(cols, layout.numeric, strict=True) if n]
+        body = head + array("q", state.ts).tobytes() + array("q", state.seq).tobytes() + b"".join(floats)
+        expected = struct.pack("<4sBII", b"FFKS", 1, len(head), zlib.crc32(body)) + body
+        assert encode(layout, [(key, state)], kind="key", next_seq=len(events) + 1) == expected
 
 
 _ANY = st.one_of(

@@ -14,14 +14,8 @@ from hypothesis import strategies as st
 
 from fourfold.errors import ConflictError, FourfoldError, InvalidOptionError, UnavailableError
 from fourfold.stream.logs.base import Message, OutRecord, Sink, Source
-from fourfold.stream.logs.redis_streams import (
-    RedisStreamSink,
-    RedisStreamSource,
-    entry_id,
-    offset_of,
-    parse_redis_stream_url,
-    shard_of,
-)
+from fourfold.stream.logs.redis_layout import entry_id, offset_of, parse_redis_stream_url, shard_of
+from fourfold.stream.logs.redis_streams import RedisStreamSink, RedisStreamSource
 from serving import redis_server, wait_until
 
 

@@ -69,7 +69,6 @@ from fourfold.features.state import (
     StateError,
     decode,
     encode,
-    encode_key,
 )
 
 __all__ = [
@@ -541,7 +540,7 @@ class IncrementalEngine:
         st = self._settled(key)
         if st is None:
             raise NoStateError(f"there is no state for key {key!r:.80}")
-        return encode_key(self.layout, key, st, next_seq=self._seq + 1)
+        return encode(self.layout, [(key, st)], kind="key", next_seq=self._seq + 1)
 
     def load_key(self, key: Key, blob: bytes) -> None:
         """Replace ``key``'s state with one from :meth:`dump_key` of an engine with the same definitions."""

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - an optional speed-up
     _orjson = None  # type: ignore[assignment]
 from fourfold.features.definitions import FeatureSet
 
-__all__ = ["FORMAT_VERSION", "Key", "KeyState", "Layout", "StateError", "decode", "encode", "encode_key"]
+__all__ = ["FORMAT_VERSION", "Key", "KeyState", "Layout", "StateError", "decode", "encode"]
 
 Key = str | int
 FORMAT_VERSION = 1
@@ -228,48 +228,17 @@ def encode(layout: Layout, entries: Sequence[tuple[Key, KeyState]], *, kind: str
             else:
                 values.append(col)
         keys.append({"key": key, "n": len(st.ts), "max_ts": st.max_ts, "values": values})
-    header = {
-        "kind": kind,
-        "feature_set": layout.feature_set,
-        "fingerprint": layout.fingerprint,
-        "columns": _column_kinds(layout),
-        "next_seq": next_seq,
-        "keys": keys,
-    }
-    head = _dumps(header)
-    body = head + b"".join(_little(a).tobytes() for a in _arrays(ts, seq, floats))
-    return _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(head), zlib.crc32(body)) + body
-
-
-def encode_key(layout: Layout, key: Key, st: KeyState, *, next_seq: int) -> bytes:
-    """``encode(layout, [(key, st)], kind="key", next_seq=next_seq)``, the same bytes, for the checkpoint's
-    hot path (a blob per changed key): the header around the key is formatted once per layout."""
-    if (
-        _orjson is None
-        or sys.byteorder != "little"
-        or not all(layout.numeric)
-        or not (type(key) is str or (type(key) is int and _INT64[0] <= key <= _INT64[1]))
-    ):
-        return encode(layout, [(key, st)], kind="key", next_seq=next_seq)
-    head = _key_head(layout) + b'%d,"keys":[{"key":%b,"n":%d,"max_ts":%d,"values":[]}]}' % (
-        next_seq, _orjson.dumps(key), len(st.ts), st.max_ts,
-    )  # fmt: skip
-    cols = st.columns or [[] for _ in layout.columns]
-    body = b"".join(
-        [
-            head,
-            array("q", st.ts).tobytes(),
-            array("q", st.seq).tobytes(),
-            *(array("d", c).tobytes() for c in cols),
-        ]
-    )
+    # the header {kind, feature_set, fingerprint, columns, next_seq, keys}: its start is the same for every
+    # blob of a layout and kind, formatted once (the stream writes a blob per changed key per checkpoint)
+    head = _head(layout, kind) + b"%d," % next_seq + _dumps({"keys": keys})[1:]
+    body = b"".join([head, *(_little(a).tobytes() for a in _arrays(ts, seq, floats))])
     return _PREFIX.pack(_MAGIC, FORMAT_VERSION, len(head), zlib.crc32(body)) + body
 
 
 @functools.lru_cache(maxsize=64)
-def _key_head(layout: Layout) -> bytes:
-    """The start of a key blob's header, up to its ``next_seq`` value."""
-    fixed = {"kind": "key", "feature_set": layout.feature_set, "fingerprint": layout.fingerprint,
+def _head(layout: Layout, kind: str) -> bytes:
+    """A blob header up to its ``next_seq`` value."""
+    fixed = {"kind": kind, "feature_set": layout.feature_set, "fingerprint": layout.fingerprint,
              "columns": _column_kinds(layout)}  # fmt: skip
     return _dumps(fixed)[:-1] + b',"next_seq":'
 

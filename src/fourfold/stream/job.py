@@ -23,10 +23,11 @@ from fourfold.features.stores import open_store
 from fourfold.model.predictor import Predictor
 from fourfold.registry.resolve import resolve
 from fourfold.settings import Settings
+from fourfold.stream.delivery import Delivery
 from fourfold.stream.logs.base import OutRecord, Sink, Source, parse_kind
 from fourfold.stream.metrics import HealthServer, StreamMetrics
 from fourfold.stream.options import StreamOptions
-from fourfold.stream.processor import Delivery, StreamProcessor
+from fourfold.stream.processor import StreamProcessor
 
 __all__ = ["StreamSummary", "run_stream"]
 

@@ -49,10 +49,12 @@ from fourfold.features.stores.base import FencedError, OnlineStore, StoreError, 
 from fourfold.model.predictor import Predictor
 from fourfold.stream.checkpoints import Checkpoints, Restored
 from fourfold.stream.dead_letters import dead_letter
+from fourfold.stream.decisions import Decisions
+from fourfold.stream.delivery import Delivery
 from fourfold.stream.logs.base import Message, OutRecord, Sink, Source
 from fourfold.stream.metrics import StreamMetrics
 
-__all__ = ["BatchReport", "Delivery", "StreamProcessor"]
+__all__ = ["BatchReport", "StreamProcessor"]
 
 log = logging.getLogger("fourfold.stream")
 STATE_FIELD = "_state"  # the field OnlineFeatures reads a key's state from
@@ -61,72 +63,15 @@ _RETRIES = 5
 try:
     import orjson
 
-    _dumps: Any = orjson.dumps
     _loads: Any = orjson.loads
     _JSONError: Any = orjson.JSONDecodeError
 except ImportError:  # pragma: no cover - the stream extra brings orjson
-
-    def _dumps(obj: Any) -> bytes:
-        if "features" in obj:  # NaN -> null, as orjson writes it
-            obj = {**obj, "features": {k: None if v != v else v for k, v in obj["features"].items()}}
-        return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode()
-
     _loads = json.loads
     _JSONError = ValueError
 
 
-def _record_maker(names: Sequence[str]) -> Any:
-    """``(v0, v1, ...) -> {names[0]: v0, ...}`` as one dict display, compiled once per job (as
-    ``collections.namedtuple`` does): mapped over the columns, a quarter of the time of
-    ``dict(zip(names, row))`` per record. The names are repr()-quoted literals."""
-    args = ", ".join(f"v{i}" for i in range(len(names)))
-    items = ", ".join(f"{name!r}: v{i}" for i, name in enumerate(names))
-    return eval(f"lambda {args}: {{{items}}}", {})
-
-
-def _body_maker(features: bool) -> Any:
-    """``(version, now_ms) -> (event_id, score, action, event_time, key[, features]) -> record``."""
-    params = "event_id, score, action, event_time, key" + (", features" if features else "")
-    items = (
-        '"event_id": event_id, "score": score, "action": action, "model_version": version, '
-        '"event_time": event_time, "scored_at": now_ms, "key": key'
-    ) + (', "features": features' if features else "")
-    return eval(f"lambda version, now_ms: lambda {params}: {{{items}}}", {})
-
-
 def _kept(items: list[Any], ok: list[bool]) -> list[Any]:
     return [x for x, keep in zip(items, ok, strict=True) if keep]
-
-
-class Delivery:
-    """Delivers records and commits input offsets around a checkpoint: ``send`` queues a batch's records
-    at once, ``before_checkpoint`` makes every record sent so far durable (the checkpoint then covers
-    them), ``after_checkpoint`` commits the input offsets. At-least-once; a subclass makes each batch
-    one Kafka transaction."""
-
-    #: whether the checkpoint keeps the records (the outbox) to deliver them again after a crash
-    outbox = False
-    #: whether every batch must be checkpointed (a transaction per batch)
-    per_batch = False
-
-    def __init__(self, sinks: Sequence[Sink | None], source: Source) -> None:
-        self.sinks, self.source = sinks, source
-
-    def send(self, records: Sequence[Sequence[OutRecord]]) -> None:
-        for sink, recs in zip(self.sinks, records, strict=True):
-            if sink is not None and recs:
-                sink.send(recs)
-
-    def before_checkpoint(self) -> None:
-        for sink in self.sinks:
-            if sink is not None:
-                sink.flush()
-
-    def after_checkpoint(self, offsets: Mapping[int, int]) -> None:
-        self.source.commit(offsets)
-
-    def abandon(self) -> None:
-        """Work since the last checkpoint is being given up (it is read again, or by the next owner)."""
 
 
 @dataclass(frozen=True)
@@ -184,8 +129,7 @@ class StreamProcessor:
         self.entity_defaults = {f.name: f.default for f in feature_set.entity_features} if feature_set else {}
         self.checkpoints = Checkpoints(store, group, source.name)
         self.names = list(predictor.signature.feature_names)
-        self._features = _record_maker(self.names)
-        self._body = _body_maker(with_features)
+        self.decisions = Decisions(self.names if with_features else None)
         # request fields the incremental engine has checked are finite numbers (a float column as is)
         self._numeric_fields = (
             {f.field for f in feature_set.request} if self.engine and feature_set else set()
@@ -432,19 +376,18 @@ class StreamProcessor:
         out = self.predictor.score(checked.x)
         scores = out.get("score", out.get("value"))
         labels = out.get("label")
-        n = len(events)
-        score_list = scores.tolist() if scores is not None else [math.nan] * n
         names = self.names if self.with_features else []
         ordered = [c.tolist() if isinstance(c := columns[name], np.ndarray) else c for name in names]
         if checked.ok is not None and not checked.ok.all():  # rows the model's check refused
             ok = checked.ok.tolist()
-            for i in range(n):
-                if not ok[i]:
+            for i, good in enumerate(ok):
+                if not good:
                     key = keys[i] if type(keys[i]) is str else None
                     dead(msgs[i], "invalid", checked.reason(i) or "refused by the model's check", key)
             msgs, events, keys = _kept(msgs, ok), _kept(events, ok), _kept(keys, ok)
             ordered = [_kept(c, ok) for c in ordered]
-            n = len(events)
+        n = len(events)  # the rows scored
+        score_list = scores.tolist() if scores is not None else [math.nan] * n
         if self.binary:
             block, allow, threshold = *self.actions, self.threshold
             actions = [block if score > threshold else allow for score in score_list]
@@ -458,17 +401,9 @@ class StreamProcessor:
                 f"{name}/{m.partition}/{m.offset}" if x is None else x for x, m in zip(ids, msgs, strict=True)
             ]
         times = [event.get(ts_col) for event in events] if ts_col else [None] * n
-        body = self._body(self.version, now_ms)
-        if names:
-            features = map(self._features, *ordered)
-            bodies = map(body, ids, score_list, actions, times, keys, features)
-        else:
-            bodies = map(body, ids, score_list, actions, times, keys)
-        # A copy of each (exact size): orjson's own bytes keep its large first buffer's memory, and a
-        # batch of them held until the checkpoint costs three times the encoding (measured).
-        values = [memoryview(_dumps(b)).tobytes() for b in bodies]
-        out_keys = [x.encode() if type(x) is str else str(x).encode() for x in ids]
-        return list(map(OutRecord, out_keys, values)), msgs
+        return self.decisions.records(
+            ids, score_list, actions, self.version, times, now_ms, keys, ordered
+        ), msgs
 
     def _entity_features(self, keys: list[str | None]) -> dict[str, dict[str, float]]:
         if not self.entity_names or self.fs is None:
