@@ -1,0 +1,1 @@
+"""fourfold.edge: the vendorable edge runtime (see runners.py)."""

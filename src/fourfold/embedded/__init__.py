@@ -1,0 +1,1 @@
+"""The embedded pattern: edge bundles (export + gate), compiled targets, the Embedded + Online cascade."""
