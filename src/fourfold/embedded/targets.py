@@ -13,11 +13,10 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fourfold.model.package import ModelPackage
+    pass
 
 __all__ = ["FORMATS", "Exported", "Exporter", "get_exporter"]
 
@@ -51,5 +50,3 @@ def get_exporter(fmt: str) -> Exporter:
     module = importlib.import_module(f"{__package__}.{module_name}")
     exporter: Exporter = getattr(module, fn)
     return exporter
-
-
