@@ -25,9 +25,9 @@ VALUES = st.one_of(
                      np.datetime64("2020-01-01"), math.nan]),
 )  # fmt: skip
 
-FEATURES = st.lists(
-    st.tuples(st.sampled_from(DTYPES), st.booleans()), min_size=1, max_size=5
-).map(lambda fs: [Feature(f"f{i}", d, n) for i, (d, n) in enumerate(fs)])
+FEATURES = st.lists(st.tuples(st.sampled_from(DTYPES), st.booleans()), min_size=1, max_size=5).map(
+    lambda fs: [Feature(f"f{i}", d, n) for i, (d, n) in enumerate(fs)]
+)
 
 
 def _outcome(fn: Any) -> str:
@@ -39,8 +39,12 @@ def _outcome(fn: Any) -> str:
 
 
 @settings(max_examples=400, deadline=None)
-@given(features=FEATURES, data=st.data(), dtype=st.sampled_from([np.float32, np.float64]), strict=st.booleans())
-def test_one_row_messages_match_the_core(features: list[Feature], data: Any, dtype: Any, strict: bool) -> None:
+@given(
+    features=FEATURES, data=st.data(), dtype=st.sampled_from([np.float32, np.float64]), strict=st.booleans()
+)
+def test_one_row_messages_match_the_core(
+    features: list[Feature], data: Any, dtype: Any, strict: bool
+) -> None:
     sig = Signature.for_task("binary", features)
     row: dict[str, Any] = {}
     for f in features:

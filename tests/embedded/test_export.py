@@ -105,7 +105,9 @@ def test_onnx_passthrough(tmp_path: Path) -> None:
     onnx_pkg = save_model(proto, tmp_path / "as-onnx", name="as_onnx", sample=pkg.sample(), task="binary")
     report = export_bundle(onnx_pkg.path, "onnx", tmp_path / "edge")
     assert report.verified
-    np.testing.assert_allclose(EdgeModel(tmp_path / "edge").predict(x)["score"], Predictor(pkg).predict(x)["score"], atol=1e-6)
+    np.testing.assert_allclose(
+        EdgeModel(tmp_path / "edge").predict(x)["score"], Predictor(pkg).predict(x)["score"], atol=1e-6
+    )
 
 
 def test_a_float32_threshold_flip_is_refused_with_the_numbers(tmp_path: Path) -> None:
@@ -178,7 +180,6 @@ def test_edge_errors_match_the_core(tmp_path: Path) -> None:
 
 
 def test_options_are_checked(tmp_path: Path) -> None:
-
 
     pkg, _, _ = _package("sklearn_logreg", tmp_path)
     with pytest.raises(InvalidOptionError, match="--format"):

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, batch, compile, demo, features, models, serve, stream
+from fourfold.cli import advise, batch, compile, demo, export, features, models, serve, stream
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ features.register(app)
 serve.register(app)
 batch.register(app)
 stream.register(app)
+export.register(app)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ copy as ``fourfold_edge/``::
     EdgeModel("fraud-edge").predict_one({"amount": 310.5, ...})
 """
 
+from .cascade import CascadeModel
 from .checks import EdgeInputError, RowCheck
 from .model import MANIFEST, BundleError, EdgeModel, read_manifest, verify_files
 from .runners import RUNNERS, load_runner
@@ -18,6 +19,7 @@ __all__ = [
     "MANIFEST",
     "RUNNERS",
     "BundleError",
+    "CascadeModel",
     "EdgeInputError",
     "EdgeModel",
     "RowCheck",
