@@ -21,15 +21,21 @@ def test_export_a_registered_model_and_its_errors(tmp_path: Path) -> None:
     out = tmp_path / "edge"
     done = _fourfold("export", "models:/fraud/1", "--format", "onnx", "--out", str(out))
     assert done.returncode == 0, done.stderr
-    assert "gate passed" in done.stdout and "split_probes" in done.stdout
+    assert "gate passed" in done.stdout
+    assert "split_probes" in done.stdout
     manifest = json.loads((out / "edge.json").read_text())
-    assert manifest["name"] == "fraud" and manifest["version"] == "1"
+    assert manifest["name"] == "fraud"
+    assert manifest["version"] == "1"
 
     bad = _fourfold("export", "models:/fraud/1", "--format", "tflight", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 1 and "--format must be one of" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode == 1
+    assert "--format must be one of" in bad.stderr
+    assert "Traceback" not in bad.stderr
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "a.txt").write_text("x")
     clash = _fourfold("export", "models:/fraud/1", "--out", str(mine))
-    assert clash.returncode == 1 and "not an edge bundle" in clash.stderr
-    assert (mine / "a.txt").read_text() == "x" and not (tmp_path / "x").exists()
+    assert clash.returncode == 1
+    assert "not an edge bundle" in clash.stderr
+    assert (mine / "a.txt").read_text() == "x"
+    assert not (tmp_path / "x").exists()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import venv
 from importlib import metadata
 from pathlib import Path
@@ -62,7 +61,9 @@ def test_the_bundles_runtime_scores_in_a_fresh_virtualenv(tmp_path: Path) -> Non
     pkg = save_model(model, tmp_path / "pkg", name="m", sample=table)
     export_bundle(pkg.path, "onnx", tmp_path / "bundle")
     dists = _closure(["numpy", "onnxruntime"])
-    assert "pyarrow" not in dists and "fourfold" not in dists and "scikit-learn" not in dists
+    assert "pyarrow" not in dists
+    assert "fourfold" not in dists
+    assert "scikit-learn" not in dists
     py = _fresh_env(tmp_path / "venv", dists)
     rows = [{name: float(x[i, j]) for j, name in enumerate(FEATURES)} for i in range(20)]
     script = f"""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import socket
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -140,7 +139,7 @@ class CascadeModel:
             conn.request("POST", self._path, body=body, headers=self._headers)
             resp = conn.getresponse()
             data = resp.read()
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             self._close()
             raise _Failure(f"the server took longer than the budget ({self.budget_s * 1000:g} ms)") from None
         except (OSError, http.client.HTTPException) as exc:

@@ -171,6 +171,13 @@ class RowCheck:
             first = next(i for i, r in enumerate(reasons) if r is not None)
             text = str(reasons[first])
             same = sum(1 for r in reasons if r == text)
+            if len(x) > 1 and text.endswith(" is null or NaN"):  # the core's NullFeatureError
+                rows = [i for i, r in enumerate(reasons) if r == text][:100]
+                shown = ", ".join(str(r) for r in rows[:5]) + (" ..." if len(rows) > 5 else "")
+                raise EdgeInputError(
+                    f"{text} in {len(rows)} row(s) (row {shown}); the signature does not allow missing "
+                    "values for it"
+                )
             if len(x) > 1:  # one row needs no row number
                 text += f" in row {first}" if same == 1 else f" in {same} rows (row {first}, ...)"
             raise EdgeInputError(text)
