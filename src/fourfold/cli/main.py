@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, batch, compile, demo, export, features, models, serve, stream
+from fourfold.cli import advise, batch, cascade, compile, demo, export, features, models, serve, stream
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -57,6 +57,7 @@ serve.register(app)
 batch.register(app)
 stream.register(app)
 export.register(app)
+cascade.register(app)
 
 
 def main() -> None:
