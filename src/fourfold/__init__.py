@@ -108,11 +108,13 @@ def compile_model(
     trusted: bool = False,
     probes: int = 3000,
     seed: int = 0,
+    c: bool = False,
 ) -> ParityReport:
     """Convert a package's model to ONNX, prove parity, and record the runtime every pattern serves it
-    with: ``model`` is a directory, a ``models:/NAME/VERSION|ALIAS`` URI or a loaded package.
+    with: ``model`` is a directory, a ``models:/NAME/VERSION|ALIAS`` URI or a loaded package. ``c=True``
+    also compiles a tree ensemble to a C library (the ``trees`` extra and a C compiler).
 
         >>> # report = fourfold.compile_model("models:/fraud/3"); report.passed
     """
     pkg = model if isinstance(model, ModelPackage) else resolve(os.fspath(model))
-    return compile_package(pkg, force=force, trusted=trusted, probes=probes, seed=seed)
+    return compile_package(pkg, force=force, trusted=trusted, probes=probes, seed=seed, c=c)

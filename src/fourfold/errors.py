@@ -46,6 +46,7 @@ number (``raise ConflictError(...)``, not ``ConflictError(...)``).
     │   └── FencedError (409)              a fenced transaction found another writer took over
     ├── SQLError (503)                   a SQL input could not be read (batch.sql)
     ├── MissingExtraError (501)          an optional dependency is not installed
+    ├── MissingToolError (501)           a system tool (a C compiler) is not installed
     ├── UnavailableError (503)           not able to answer now: retry later
     │   └── OverloadedError                load shedding: too many requests in flight
     └── DeadlineExceededError (504)      the request's deadline passed before its answer
@@ -73,6 +74,7 @@ __all__ = [
     "MissingExtraError",
     "MissingFeatureError",
     "MissingFieldError",
+    "MissingToolError",
     "ModelNotFoundError",
     "NotFoundError",
     "NullFeatureError",
@@ -321,3 +323,9 @@ class MissingExtraError(FourfoldError):
         )
         self.module = module
         self.extra = extra
+
+
+class MissingToolError(FourfoldError):
+    """A program fourfold runs (a C compiler) is not installed: the message names it and how to get it."""
+
+    status = 501

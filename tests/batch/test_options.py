@@ -25,7 +25,7 @@ BASE: dict[str, Any] = {"model": "models:/churn/production", "input": "users/", 
     ("changes", "message"),
     [
         ({"engine": "sprak"}, "--engine must be one of 'local', 'spark'; got 'sprak'"),
-        ({"runtime": "tensorrt"}, "--runtime must be one of 'auto', 'native', 'onnx'; got 'tensorrt'"),
+        ({"runtime": "tensorrt"}, "--runtime must be one of 'auto', 'native', 'onnx', 'c'; got 'tensorrt'"),
         ({"workers": 0}, "--workers must be a whole number >= 1, got 0"),
         ({"threads": 0}, "--threads must be a whole number >= 1, got 0"),
         ({"batch_rows": 0}, "--batch-rows must be a whole number >= 1, got 0"),

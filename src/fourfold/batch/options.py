@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 ENGINES = ("local", "spark")
-RUNTIMES = ("auto", "native", "onnx")
+RUNTIMES = ("auto", "native", "onnx", "c")
 SQL_SCHEMES = ("postgresql://", "postgres://", "duckdb://")
 _STORE_SCHEMES = ("redis://", "rediss://", "unix://", "sqlite://")
 

@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="One as-of time (ISO 8601) for every row's windowed features.")
         ] = None,
         runtime: Annotated[
-            str, typer.Option(help="auto (the runtime the package was compiled for), native or onnx.")
+            str, typer.Option(help="auto (the runtime the package was compiled for), native, onnx or c.")
         ] = "auto",
         every: Annotated[
             str | None, typer.Option(help='Run on a cron schedule in this process, e.g. "0 2 * * *".')

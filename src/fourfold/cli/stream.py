@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="Serve /healthz and /metrics on 127.0.0.1:PORT.")
         ] = None,
         runtime: Annotated[
-            str, typer.Option(help="auto (the runtime the package was compiled for), native or onnx.")
+            str, typer.Option(help="auto (the runtime the package was compiled for), native, onnx or c.")
         ] = "auto",
     ) -> None:
         """Score a stream: windowed features per entity, the model, block/allow decisions to --sink."""

@@ -41,12 +41,21 @@ from fourfold.model.signature import Feature, Signature, infer_signature
 if TYPE_CHECKING:
     from fourfold.features.definitions import FeatureSet
 
-__all__ = ["MANIFEST", "ModelPackage", "load_package", "save_model", "sha256_file", "write_manifest"]
+__all__ = [
+    "MANIFEST",
+    "ModelPackage",
+    "load_package",
+    "replace_dir",
+    "save_model",
+    "sha256_file",
+    "write_manifest",
+]
 
 MANIFEST = "fourfold.yaml"
 FEATURES = "features.yaml"
 FORMAT = "fourfold/1"
 SAMPLE_ROWS = 256
+_RUNTIMES = ("native", "onnx", "c")
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,17 @@ class ModelPackage:
         """The runtime every pattern scores with unless told otherwise: the one ``fourfold compile``
         measured and recorded (``serving.runtime`` in the manifest); for a package compiled before that
         was recorded, ONNX when its conversion passed parity; else the native library."""
-        chosen = self.manifest.get("serving", {}).get("runtime")
-        if chosen in ("native", "onnx"):
-            return str(chosen)
-        onnx = self.runtimes.get("onnx")
-        return "onnx" if onnx and onnx.get("verified") else "native"
+        return self.serving_order()[0]
+
+    def serving_order(self) -> list[str]:
+        """The verified runtimes, the measured choice first, then the ones to fall back to when it
+        cannot be loaded here (a C library built for another platform), ending with ``native``."""
+        serving = self.manifest.get("serving", {})
+        order = [str(n) for n in serving.get("order", [serving.get("runtime")]) if n in _RUNTIMES]
+        if not order:
+            onnx = self.runtimes.get("onnx")
+            order = ["onnx"] if onnx and onnx.get("verified") else []
+        return [*dict.fromkeys([*order, "native"])]
 
     @property
     def label(self) -> str:
@@ -237,6 +252,18 @@ def _versions(framework: Mapping[str, str]) -> dict[str, str]:
     return base | {k: str(v) for k, v in framework.items()}  # torch's version is a str subclass
 
 
+def replace_dir(staging: Path, target: Path) -> None:
+    """Put the directory ``staging`` at ``target``, replacing what is there: a reader sees the old
+    directory or the new one, never a mix of both."""
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_manifest(directory: Path, manifest: Mapping[str, Any]) -> None:
     """Write the manifest atomically (a reader sees the old or the new one, never half of one)."""
     tmp = directory / f".{MANIFEST}.tmp"
@@ -274,7 +301,7 @@ def verify_files(root: Path, manifest: Mapping[str, Any]) -> None:
                 f"package {root}: {rel} has sha256 {actual[:16]}..., the manifest says {expected[:16]}...; "
                 "the file was changed after the package was written - refusing to load it"
             )
-    for sub in ("artifacts", "onnx"):
+    for sub in ("artifacts", "onnx", "c"):
         for file in (root / sub).rglob("*") if (root / sub).is_dir() else ():
             rel = file.relative_to(root).as_posix()
             if file.is_file() and rel not in listed:

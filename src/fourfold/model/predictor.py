@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
@@ -23,7 +24,9 @@ from fourfold.model.signature import Signature
 
 __all__ = ["Predictor", "RuntimeName"]
 
-RuntimeName = Literal["auto", "native", "onnx"]
+_log = logging.getLogger(__name__)
+
+RuntimeName = Literal["auto", "native", "onnx", "c"]
 
 
 class _Runtime(Protocol):
@@ -37,7 +40,9 @@ class Predictor:
 
     ``runtime="auto"`` takes the runtime ``fourfold compile`` chose for the package (measured, recorded in
     its manifest: the same one in every pattern), else ONNX Runtime when the package holds an ONNX file
-    that passed parity, else the native library. ``strict=True`` refuses unknown features.
+    that passed parity, else the native library; a chosen C library that cannot be loaded here (built
+    for another platform) falls back to the next verified runtime, as measured. ``runtime="c"`` asks
+    for the compiled tree library (``fourfold compile --c``). ``strict=True`` refuses unknown features.
     """
 
     def __init__(
@@ -124,9 +129,32 @@ class Predictor:
 def _pick_runtime(
     package: ModelPackage, wanted: RuntimeName, *, trusted: bool, threads: int
 ) -> tuple[str, _Runtime]:
-    if wanted not in ("auto", "native", "onnx"):
-        raise InvalidOptionError(f"runtime must be 'auto', 'native' or 'onnx', got {wanted!r}")
-    name = package.serving_runtime() if wanted == "auto" else wanted
+    if wanted not in ("auto", "native", "onnx", "c"):
+        raise InvalidOptionError(f"runtime must be 'auto', 'native', 'onnx' or 'c', got {wanted!r}")
+    if wanted != "auto":
+        return _load_runtime(package, wanted, trusted=trusted, threads=threads)
+    order = package.serving_order()
+    for name in order[:-1]:
+        try:
+            return _load_runtime(package, name, trusted=trusted, threads=threads)
+        except ConflictError as exc:  # a C library built for another platform, or one the loader refuses
+            _log.warning(
+                "%s: runtime %r cannot be used here (%s); trying the next one", package.label, name, exc
+            )
+    return _load_runtime(package, order[-1], trusted=trusted, threads=threads)
+
+
+def _load_runtime(package: ModelPackage, name: str, *, trusted: bool, threads: int) -> tuple[str, _Runtime]:
+    if name == "c":
+        c_info = package.runtimes.get("c")
+        if not c_info:
+            raise ConflictError(f"{package.label} has no C runtime; run `fourfold compile --c` on it first")
+        from fourfold.edge.c_runner import CRunner
+
+        try:
+            return "c", CRunner(package.path / c_info["dir"], c_info["spec"], package.signature.task)
+        except OSError as exc:  # ForeignLibraryError, or a library the dynamic loader refuses
+            raise ConflictError(f"{package.label}: its C runtime cannot be loaded here: {exc}") from exc
     if name == "onnx" and package.flavor != "onnx":
         onnx_info = package.runtimes.get("onnx")
         if not onnx_info:

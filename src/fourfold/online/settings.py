@@ -19,7 +19,7 @@ class ServeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FOURFOLD_", extra="ignore")
 
     model: str = Field("models:/fraud/production", description="The model URI to serve (FOURFOLD_MODEL).")
-    runtime: Literal["auto", "native", "onnx"] = Field("auto", description="Model runtime.")
+    runtime: Literal["auto", "native", "onnx", "c"] = Field("auto", description="Model runtime.")
     host: str = Field("127.0.0.1", description="Bind address.")
     port: int = Field(8000, ge=0, le=65535, description="Port (0: any free port).")
     workers: int = Field(1, ge=1, description="Worker processes sharing the port.")
