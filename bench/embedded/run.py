@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import timed  # noqa: E402
+from common import timed
 
 
 def measure(cases: dict[str, Callable[[], Any]], repeat: int, rounds: int) -> dict[str, tuple[float, float]]:
@@ -32,7 +32,9 @@ def measure(cases: dict[str, Callable[[], Any]], repeat: int, rounds: int) -> di
         for name, fn in cases.items():
             t = timed(fn, repeat, warmup=200)
             runs[name].append((float(np.percentile(t, 50)), float(np.percentile(t, 99))))
-    return {k: (float(np.median([r[0] for r in v])), float(np.median([r[1] for r in v]))) for k, v in runs.items()}
+    return {
+        k: (float(np.median([r[0] for r in v])), float(np.median([r[1] for r in v]))) for k, v in runs.items()
+    }
 
 
 def trees(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, float]], dict[str, str]]:
@@ -57,7 +59,9 @@ def trees(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, f
         pass
     names = list(pkg.signature.feature_names)
     sample = pkg.sample()
-    rows = np.column_stack([np.asarray(sample[n].to_numpy(zero_copy_only=False), dtype=np.float64) for n in names])
+    rows = np.column_stack(
+        [np.asarray(sample[n].to_numpy(zero_copy_only=False), dtype=np.float64) for n in names]
+    )
     row_map = {n: float(rows[0, j]) for j, n in enumerate(names)}
     row64 = rows[:1].copy()
     row32 = row64.astype(np.float32)
@@ -67,7 +71,9 @@ def trees(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, f
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
-    sess = ort.InferenceSession(str(out / "edge-onnx" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(out / "edge-onnx" / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+    )
     booster = xgb.Booster(model_file=str(pkg.path / "artifacts" / "model.ubj"))
     booster.set_param({"nthread": 1})
     clf = xgb.XGBClassifier()
@@ -97,7 +103,7 @@ def trees(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, f
         cases["fourfold EdgeModel.predict_one (c)"] = lambda: cedge.predict_one(row_map)
         cases["raw compiled trees score_row"] = runner.score_row
         np.testing.assert_allclose(cedge.predict(rows)["score"], booster.inplace_predict(rows), atol=1e-5)
-    except Exception as exc:  # noqa: BLE001 - reported in the table's notes
+    except Exception as exc:
         notes["compiled trees"] = f"not measured: {type(exc).__name__}: {exc}"
     np.testing.assert_allclose(edge.predict(rows)["score"], booster.inplace_predict(rows), atol=1e-5)
     return measure(cases, args.repeat, args.rounds), notes
@@ -115,7 +121,11 @@ def mlp(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, flo
     torch.manual_seed(0)
     torch.set_num_threads(1)
     net = torch.nn.Sequential(
-        torch.nn.Linear(30, 64), torch.nn.ReLU(), torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1)
+        torch.nn.Linear(30, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 64),
+        torch.nn.ReLU(),
+        torch.nn.Linear(64, 1),
     ).eval()
     x = np.random.default_rng(0).standard_normal((256, 30))
     table = pa.table({f"f{i}": x[:, i] for i in range(30)})
@@ -132,12 +142,14 @@ def mlp(args: argparse.Namespace, out: Path) -> tuple[dict[str, tuple[float, flo
             runner = model.runner
             runner.row[...] = row32
             cases[f"raw {fmt} runner score_row"] = runner.score_row
-        except Exception as exc:  # noqa: BLE001 - reported in the notes
+        except Exception as exc:
             notes[fmt] = f"not measured: {type(exc).__name__}: {exc}"
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     if (out / "mlp-onnx" / "model.onnx").exists():
-        sess = ort.InferenceSession(str(out / "mlp-onnx" / "model.onnx"), opts, providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(
+            str(out / "mlp-onnx" / "model.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
         name = sess.get_inputs()[0].name
         cases["raw onnxruntime session.run"] = lambda: sess.run(None, {name: row32})
     xt = torch.from_numpy(row32)

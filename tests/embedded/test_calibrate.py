@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +59,7 @@ def test_the_band_meets_its_target_on_held_out_rows(tmp_path: Path) -> None:
     assert server_acc - float(np.mean(labels == held_y)) <= 0.02 + 0.01
     # the table is monotone: a larger share never loses more
     losses = [b.loss for b in cal.table]
-    assert all(a >= b - 1e-12 for a, b in zip(losses, losses[1:], strict=False))
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(losses))
     assert cal.table[-1].loss == pytest.approx(0.0)
 
 
