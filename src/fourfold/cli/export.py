@@ -54,3 +54,21 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"use: from fourfold_edge import EdgeModel; EdgeModel({str(report.out)!r}).predict_one({{...}})"
         )
+
+    @app.command("bench-embedded")
+    def bench_embedded_(
+        uri: Annotated[str, typer.Argument(help="A path or models:/NAME/VERSION|ALIAS.")],
+        calls: Annotated[int, typer.Option(min=100, help="Calls per round.")] = 3000,
+        rounds: Annotated[int, typer.Option(min=1, help="Interleaved rounds (the median is shown).")] = 3,
+        trusted: Annotated[bool, typer.Option(help="Allow loading a pickled model.")] = False,
+    ) -> None:
+        """Single-row p50/p99 in-process: native, ONNX Runtime, compiled trees, the cascade's local path."""
+        from fourfold.embedded.latency import bench_embedded
+
+        rows = bench_embedded(uri, calls=calls, rounds=rounds, trusted=trusted)
+        typer.echo(f"{'runtime':<24} {'p50 us':>9} {'p99 us':>9}")
+        for r in rows:
+            if r.p50_us is None or r.p99_us is None:
+                typer.echo(f"{r.runtime:<24} {'-':>9} {'-':>9}  {r.note}")
+            else:
+                typer.echo(f"{r.runtime:<24} {r.p50_us:>9.2f} {r.p99_us:>9.2f}")
