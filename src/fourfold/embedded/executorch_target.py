@@ -12,13 +12,11 @@ kernels instead; ``spec["backend"]`` and ``info`` say which, and why.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fourfold.embedded.noise import quiet
 from fourfold.embedded.targets import Exported
 from fourfold.errors import ConversionError, InvalidOptionError, UnsupportedModelError
 from fourfold.extras import require
@@ -31,17 +29,6 @@ __all__ = ["FILE", "MAX_BATCH", "export"]
 FILE = "model.pte"
 MAX_BATCH = 4096  # the upper bound of the dynamic batch: ExecuTorch plans the memory for it
 _EXTRA = "executorch"
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """ExecuTorch 1.5 and torch 2.13 warn on import and on every export about their own internals
-    (importlib.resources' legacy API, pytree's LeafSpec, torch.jit.script_method, "experimental API"):
-    nothing a user can act on, and errors under pytest's ``filterwarnings = error``."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # includes exir's ExperimentalWarning
-        warnings.simplefilter("ignore", FutureWarning)
-        yield
 
 
 def export(
