@@ -47,7 +47,12 @@ def test_bench_embedded_prints_every_runtime(tmp_path: Path) -> None:
     done = _fourfold("bench-embedded", str(pkg.path), "--calls", "200", "--rounds", "1")
     assert done.returncode == 0, done.stderr
     lines = {line.split("  ")[0].strip(): line for line in done.stdout.splitlines()[1:]}
-    assert set(lines) == {"native (predictor)", "onnx (edge runtime)", "c (edge runtime)", "cascade, local path"}
+    assert set(lines) == {
+        "native (predictor)",
+        "onnx (edge runtime)",
+        "c (edge runtime)",
+        "cascade, local path",
+    }
     for line in lines.values():
         p50, p99 = (float(v) for v in line.split()[-2:])
         assert 0 < p50 <= p99
