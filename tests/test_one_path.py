@@ -1,7 +1,8 @@
 """The same answer everywhere: one row gets one score, or one rejection with one reason, whichever pattern
 scores it - ``Predictor.predict``, ``/predict`` (windows read from a real store), ``/predict/batch``, the
 Open Inference Protocol, the local batch engine (with the windows as input columns, and computed
-point-in-time from the event log) and the Spark engine.
+point-in-time from the event log), the Spark engine and the edge bundle (``fourfold export``, loaded by
+the vendorable runtime, with the runtime's own check).
 
 Rows are drawn by Hypothesis: request fields near the model's split thresholds and its decision
 threshold, extreme values (beyond float32: the package serves on ONNX Runtime's float32), nulls,
@@ -53,6 +54,9 @@ class World:
         self.online = OnlineFeatures(FRAUD_FEATURES, open_store(f"sqlite:///{root / 'features.db'}"))
         self.runs = 0
         self.home = root / "home"
+        from fourfold.edge import EdgeModel
+
+        self.edge = EdgeModel(root / "edge")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +73,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
                      features=FRAUD_FEATURES)  # fmt: skip
     fourfold.compile_model(pkg)
     LocalRegistry().register(pkg.path, name="fraud", aliases=["production"])
+    from fourfold.embedded.export import export_bundle
+
+    chosen = load_package(pkg.path).serving_runtime()
+    export_bundle(pkg.path, chosen if chosen in ("onnx", "c") else "onnx", root / "edge")
     history = log.slice(0, 10_000)
     pq.write_table(history, root / "events.parquet")
     url = f"sqlite:///{root / 'features.db'}"
@@ -193,6 +201,14 @@ def test_every_pattern_gives_the_same_score_or_the_same_reason(
             with pytest.raises(fourfold.InputError) as err:
                 p.predict_one(row)
             assert err.value.message == want
+        from fourfold.edge import EdgeInputError
+
+        if isinstance(want, float):  # the edge bundle: the same runtime file, the same one-row call
+            assert world.edge.predict_one(row)["score"] == want
+        else:
+            with pytest.raises(EdgeInputError) as edge_err:
+                world.edge.predict_one(row)
+            assert str(edge_err.value) == want
         answer = httpx.post(world.base + "/predict", json={k: v for k, v in r.items() if k != "_row"})
         if isinstance(want, float):
             assert answer.status_code == 200, answer.text
