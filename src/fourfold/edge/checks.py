@@ -13,6 +13,7 @@ the same input with the same words.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -93,10 +94,17 @@ class RowCheck:
                 )
             )
         self._kinds = tuple(str(f.get("dtype", "float64")) for f in inputs)
+        self._fast = _compile_fast(self._plan, np.dtype(dtype), strict)
 
     # -- one mapping -----------------------------------------------------------------------------------------
     def one_into(self, row: Mapping[str, Any], out: np.ndarray) -> np.ndarray:
-        """Check one mapping and write it into ``out`` (``[1, features]``); the error names the field."""
+        """Check one mapping and write it into ``out`` (``[1, features]``, C-contiguous, the dtype the
+        check was built for); the error names the field."""
+        if type(row) is dict and self._fast(row, out):
+            return out
+        return self._one_into(row, out)
+
+    def _one_into(self, row: Mapping[str, Any], out: np.ndarray) -> np.ndarray:
         if not isinstance(row, Mapping):
             raise EdgeInputError(
                 f"a row must be a mapping of feature name to value (a dict), got {type(row).__name__}; "
@@ -211,3 +219,52 @@ class RowCheck:
             except EdgeInputError as err:
                 out.append(str(err))
         return out
+
+
+def _compile_fast(
+    plan: Sequence[tuple[str, bool, tuple[float, float] | None, bool]], dtype: np.dtype[Any], strict: bool
+) -> Any:
+    """The clean row's path, generated once per signature: read every feature, test each value with the
+    one comparison its rule needs, and write the row with one ``struct.pack_into`` into the runner's
+    buffer. Anything it does not accept outright (a missing feature, a value of another type, any rule
+    broken) returns False and takes the exact path, which gives the error - so the two cannot disagree
+    on an answer, only on speed (``tests/edge/test_checks.py`` holds both to the core)."""
+    n = len(plan)
+    code = "f" if dtype == np.float32 else "d"
+    # float32: |x| must stay below the value float32 rounds to infinity; float64: finite (an int too
+    # large for a double fails `<= DBL_MAX` and takes the exact path, which calls it infinite)
+    bound = "-L < {v} < L" if code == "f" else "-M <= {v} <= M"
+    tests = []
+    for j, (_, nullable, ints, is_bool) in enumerate(plan):
+        v = f"v{j}"
+        if is_bool:
+            tests.append(f"({v} is True or {v} is False or ((type({v}) is float or type({v}) is int) and "
+                         f"({v} == 0 or {v} == 1)))")  # fmt: skip
+        elif ints is not None:
+            lo, hi = ints
+            tests.append(f"((type({v}) is int and {lo!r} <= {v} <= {hi!r}) or (type({v}) is float and "
+                         f"{lo!r} <= {v} <= {hi!r} and {v}.is_integer()))")  # fmt: skip
+        else:
+            finite = bound.format(v=v)
+            nan = f"{v} != {v} or " if nullable else ""
+            tests.append(f"((type({v}) is float and ({nan}{finite})) or (type({v}) is int and {finite}))")
+    names = [p[0] for p in plan]
+    lines = ["def fast(row, out):"]
+    if strict:
+        lines.append(f"    if len(row) != {n}:\n        return False")
+    lines.append("    try:")
+    lines += [f"        v{j} = row[{name!r}]" for j, name in enumerate(names)]
+    lines += ["    except KeyError:", "        return False"]
+    lines.append("    if " + " and ".join(tests) + ":")
+    lines.append(f"        pack(out, 0, {', '.join(f'v{j}' for j in range(n))})")
+    lines.append("        return True")
+    lines.append("    return False")
+    import struct
+
+    env: dict[str, Any] = {
+        "pack": struct.Struct(f"={n}{code}").pack_into,
+        "L": F32_OVERFLOW,
+        "M": sys.float_info.max,
+    }
+    exec("\n".join(lines), env)
+    return env["fast"]
