@@ -64,9 +64,13 @@ def register(app: typer.Typer) -> None:
             list[str] | None, typer.Option("--env", help="NAME=VALUE for every container (repeatable).")
         ] = None,
         cpu_request: Annotated[str, typer.Option(help="CPU request per pod.")] = "1",
-        cpu_limit: Annotated[str | None, typer.Option(help="CPU limit ('none': no limit).")] = "1",
+        cpu_limit: Annotated[
+            str | None, typer.Option(help="CPU limit (default: the request; 'none': no limit).")
+        ] = None,
         memory_request: Annotated[str, typer.Option(help="Memory request per pod.")] = "1Gi",
-        memory_limit: Annotated[str | None, typer.Option(help="Memory limit ('none': no limit).")] = "1Gi",
+        memory_limit: Annotated[
+            str | None, typer.Option(help="Memory limit (default: the request; 'none': no limit).")
+        ] = None,
         port: Annotated[int, typer.Option(help="online: the server's port.")] = 8000,
         workers: Annotated[
             int | None, typer.Option(help="online: worker processes (default: whole cores).")
@@ -121,9 +125,11 @@ def register(app: typer.Typer) -> None:
         common = Common(
             name=base, image=image, namespace=namespace, model_from=model_from, model_claim=model_claim,  # type: ignore[arg-type]
             model_path=model_path, store=store, env=tuple(pairs),
-            resources=Resources(cpu_request=cpu_request, cpu_limit=None if cpu_limit in none else cpu_limit,
-                                memory_request=memory_request,
-                                memory_limit=None if memory_limit in none else memory_limit),
+            resources=Resources(
+                cpu_request=cpu_request, memory_request=memory_request,
+                cpu_limit=cpu_request if cpu_limit is None else None if cpu_limit in none else cpu_limit,
+                memory_limit=memory_request if memory_limit is None else None if memory_limit in none
+                else memory_limit),
         )  # fmt: skip
         online = batch = stream = None
         if "online" in patterns:
