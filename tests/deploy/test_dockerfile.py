@@ -17,10 +17,9 @@ from fourfold.deploy import Common, ModelInfo, Online, render
 from fourfold.deploy.dockerfile import BASE
 
 
-def _parse(text: str) -> list[dict[str, Any]]:
-    parser = DockerfileParser(fileobj=None)
-    parser.content = text
-    return list(parser.structure)
+def _parse(path: Path) -> list[dict[str, Any]]:
+    # read from the file: setting a parser's content writes ./Dockerfile
+    return list(DockerfileParser(path=str(path)).structure)
 
 
 def _installed(text: str) -> set[str]:
@@ -41,7 +40,7 @@ def test_each_pattern_installs_only_its_extras(pattern: str, extras: set[str], g
     out = generate("--pattern", pattern, *PATTERN_ARGS[pattern])
     text = (out / "Dockerfile").read_text()
     assert _installed(text) == extras  # the sklearn model needs no extra; batch's s3:// needs cloud
-    steps = _parse(text)
+    steps = _parse(out / "Dockerfile")
     froms = [s["value"] for s in steps if s["instruction"] == "FROM"]
     assert froms == [f"{BASE} AS build", BASE]
     assert "slim" in BASE
