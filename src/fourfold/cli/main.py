@@ -14,7 +14,19 @@ from typing import Annotated
 
 import typer
 
-from fourfold.cli import advise, batch, cascade, compile, demo, export, features, models, serve, stream
+from fourfold.cli import (
+    advise,
+    batch,
+    cascade,
+    compile,
+    demo,
+    deploy,
+    export,
+    features,
+    models,
+    serve,
+    stream,
+)
 from fourfold.errors import FourfoldError
 
 app = typer.Typer(
@@ -58,6 +70,7 @@ batch.register(app)
 stream.register(app)
 export.register(app)
 cascade.register(app)
+deploy.register(app)
 
 
 def main() -> None:

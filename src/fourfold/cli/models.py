@@ -1,4 +1,4 @@
-"""``fourfold models``: list, show, register and alias models in the registry."""
+"""``fourfold models``: list, show, register, alias and pull models in the registry."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from fourfold.registry import LocalRegistry, registry_kind, resolve
 
 
 def register(app: typer.Typer) -> None:
-    models = typer.Typer(help="List, show, register and alias models.", no_args_is_help=True)
+    models = typer.Typer(help="List, show, register, alias and pull models.", no_args_is_help=True)
     app.add_typer(models, name="models")
 
     @models.command("list")
@@ -46,6 +46,18 @@ def register(app: typer.Typer) -> None:
         pkg = resolve(uri)
         out = {"uri": pkg.uri, "version": pkg.version, "path": str(pkg.path), **pkg.manifest}
         typer.echo(json.dumps(out, indent=2, default=str))
+
+    @models.command("pull")
+    def pull(
+        uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION|ALIAS (local registry or MLflow).")],
+        to: Annotated[Path, typer.Option("--to", help="The directory the package is copied to.")],
+    ) -> None:
+        """Copy a model's package (files verified) to a directory: what an init container runs to give
+        a pod its model. A directory holding the same package already is left as it is."""
+        from fourfold.registry.pull import pull_package
+
+        copied = pull_package(uri, to)
+        typer.echo(f"{uri} -> {to}" + ("" if copied else " (already there)"))
 
     @models.command("register")
     def register_(
