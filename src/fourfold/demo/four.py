@@ -139,7 +139,10 @@ def _batch(uri: str, log_path: Path, now_ms: int, events: list[dict[str, Any]], 
     from fourfold.batch import run_batch
 
     as_of = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
-    pq.write_table(pa.Table.from_pylist(events).drop_columns(["event_time"]), work / "requests.parquet")
+    requests = [
+        {"event_id": e["event_id"], "user_id": e["user_id"], **{k: e[k] for k in REQUEST}} for e in events
+    ]
+    pq.write_table(pa.Table.from_pylist(requests), work / "requests.parquet")
     run_batch(model=uri, input=str(work / "requests.parquet"), output=str(work / "scored"),
               events=str(log_path), as_of=as_of, id_cols=("event_id",))  # fmt: skip
     out = pq.read_table(work / "scored")
@@ -183,48 +186,61 @@ def _embedded(uri: str, store_url: str, now_ms: int, events: list[dict[str, Any]
     return scores, f"EdgeModel.predict_one p50 {p50:.1f} us, p99 {p99:.1f} us ({fmt}, in-process, checked)"
 
 
-def _stream(uri: str, store_url: str, events: list[dict[str, Any]], work: Path,
-            log: pa.Table) -> tuple[list[float], str]:  # fmt: skip
+def _stream(uri: str, events: list[dict[str, Any]], work: Path, log: pa.Table) -> tuple[list[float], str]:
+    """The whole log replayed through the stream into a fresh store, then the five new events: the
+    stream computes every window itself (its own engine, not the materialized store)."""
     from fourfold.stream import StreamOptions, run_stream
 
-    def jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-        with path.open("w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-
-    jsonl(work / "new.jsonl", events)
-    run_stream(StreamOptions(uri, source=str(work / "new.jsonl"), sink=str(work / "decisions.jsonl"),
-                             dlq=str(work / "dead.jsonl"), store=store_url, group="demo-new"))  # fmt: skip
-    decided = {d["event_id"]: d["score"] for d in map(json.loads, (work / "decisions.jsonl").open())}
-    scores = [float(decided[e["event_id"]]) for e in events]
-    replay = log.slice(max(0, log.num_rows - 100_000))
-    replay = replay.set_column(replay.schema.get_field_index("event_time"), "event_time",
-                               pc.cast(replay["event_time"], pa.int64()))  # fmt: skip
-    jsonl(work / "replay.jsonl", replay.drop_columns(["is_fraud"]).to_pylist())
+    history = log.drop_columns(["is_fraud"])
+    history = history.set_column(history.schema.get_field_index("event_time"), "event_time",
+                                 pc.cast(history["event_time"], pa.int64()))  # fmt: skip
+    with (work / "events.jsonl").open("w") as f:
+        for row in history.to_pylist():
+            f.write(json.dumps(row) + "\n")
+        for e in events:
+            f.write(json.dumps(e) + "\n")
+    options = StreamOptions(
+        uri,
+        source=str(work / "events.jsonl"),
+        sink=str(work / "decisions.jsonl"),
+        dlq=str(work / "dead.jsonl"),
+        store=f"sqlite:///{work / 'stream-state.db'}",
+        group="demo",
+    )
     t0 = time.perf_counter()
-    summary = run_stream(StreamOptions(uri, source=str(work / "replay.jsonl"),
-                                       sink=str(work / "replay-decisions.jsonl"), dlq=str(work / "replay-dead.jsonl"),
-                                       store=f"sqlite:///{work / 'replay-state.db'}", group="demo-replay"))  # fmt: skip
+    summary = run_stream(options)
     seconds = time.perf_counter() - t0
+    wanted = {e["event_id"] for e in events}
+    decided = {}
+    with (work / "decisions.jsonl").open() as f:
+        for line in f:
+            d = json.loads(line)
+            if d["event_id"] in wanted:
+                decided[d["event_id"]] = d["score"]
+    scores = [float(decided[e["event_id"]]) for e in events]
     return scores, (
-        f"{summary.decided / seconds:,.0f} events/s end to end on a JSONL replay of {replay.num_rows:,} "
-        "events into a fresh SQLite store (windows, score, decision, checkpoints)"
+        f"{summary.decided / seconds:,.0f} events/s end to end: the log's {history.num_rows:,} events, then "
+        "the five, from JSONL into a fresh SQLite store (windows, score, decision, checkpoints)"
     )
 
 
-def run_four(uri: str, log_path: Path, store_url: str, out_dir: Path, *, users: list[str]) -> FourPatterns:
-    """Score five new transactions of ``users`` (five distinct ones) in every pattern."""
+def run_four(uri: str, log_path: Path, store_url: str, out_dir: Path) -> FourPatterns:
+    """Score five new transactions, of the five users seen last in the log, in every pattern."""
     log = pq.read_table(log_path)
+    users: list[str] = []
+    for u in reversed(log["user_id"].slice(max(0, log.num_rows - 1000)).to_pylist()):
+        if u not in users:
+            users.append(u)
     now_ms = int(pc.max(log["event_time"]).cast(pa.int64()).as_py()) + 1_000
     rng = np.random.default_rng(7)
-    events = [
-        {"event_id": 9_000_000_001 + i, "user_id": u, "event_time": now_ms,
+    last = {u: i for i, u in enumerate(log["user_id"].to_pylist()) if u in users[:5]}
+    template = log.drop_columns(["is_fraud"]).take(pa.array([last[u] for u in users[:5]])).to_pylist()
+    events = [  # each user's next transaction: the fields of their last one, a new id, time and amount
+        {**row, "event_id": 9_000_000_001 + i, "event_time": now_ms,
          "amount": round(float(rng.lognormal(3.5, 1.2)), 2), "merchant_category": int(rng.integers(0, 8)),
          "device": int(rng.integers(0, 3))}
-        for i, u in enumerate(users[:5])
+        for i, row in enumerate(template)
     ]  # fmt: skip
-    if len({e["user_id"] for e in events}) != len(events):
-        raise ValueError("the four-pattern demo needs distinct users")
     work = Path(tempfile.mkdtemp(prefix="four-", dir=out_dir))
     scores: dict[str, list[float]] = {}
     measures: dict[str, str] = {}
@@ -232,7 +248,7 @@ def run_four(uri: str, log_path: Path, store_url: str, out_dir: Path, *, users: 
     scores["batch"], measures["batch"] = _batch(uri, log_path, now_ms, events, work, log)
     bundle = out_dir / "fraud-edge"
     scores["embedded"], measures["embedded"] = _embedded(uri, store_url, now_ms, events, bundle)
-    scores["streaming"], measures["streaming"] = _stream(uri, store_url, events, work, log)
+    scores["streaming"], measures["streaming"] = _stream(uri, events, work, log)
     a = advise(Answers(human_waiting=True, sla_ms=100, can_precompute=False, features_time_sensitive=True))
     hybrids = ", ".join(h.name for h in a.hybrids)
     advice = f"{a.pattern}" + (f" + {hybrids}" if hybrids else "") + f": {a.reason}"
