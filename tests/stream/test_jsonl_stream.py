@@ -210,3 +210,26 @@ def test_a_batch_is_2000_events_and_5000_with_exactly_once_unless_given() -> Non
     assert StreamOptions(**kafka, exactly_once=True, batch_size=300).events_per_batch == 300
     with pytest.raises(InvalidOptionError, match="--batch-size"):
         StreamOptions(**files, batch_size=100_001)
+
+
+def test_a_stream_continues_from_the_state_a_batch_job_materialized(
+    tmp_path: Path, fraud_model: Path
+) -> None:
+    """Batch + Online, then streaming: the store holds every user's windows from a batch materialize (its
+    events numbered its own way); a stream over the new events reads them and goes on - the same features
+    and scores as the offline engine over the whole history."""
+    import pyarrow as pa
+
+    events = demo_events(5000)
+    history, new = events[:4000], events[4000:]
+    log = pa.Table.from_pylist(history)
+    log = log.set_column(log.schema.get_field_index("event_time"), "event_time",
+                         log["event_time"].cast(pa.timestamp("ms", tz="UTC")))  # fmt: skip
+    with closing(open_store(f"sqlite:///{tmp_path / 'state.db'}")) as store:
+        OnlineFeatures(FRAUD_FEATURES, store).materialize(log)
+    write_jsonl(tmp_path / "events.jsonl", new)  # offsets start again at 0: below the stored numbers
+    summary = run_stream(options(tmp_path, fraud_model, batch_size=300))
+    assert summary.decided == len(new)
+    assert summary.dead_letters == {}
+    expected = offline(events, fraud_model)
+    assert_parity(read_jsonl(tmp_path / "out.jsonl"), {e["event_id"]: expected[e["event_id"]] for e in new})

@@ -116,3 +116,38 @@ def test_a_key_changed_in_many_batches_is_written_once_per_checkpoint(
     assert writes == [1]  # twelve batches, one checkpoint at the end (idle), the one key once
     assert_parity(read_jsonl(tmp_path / "out.jsonl"), offline(events, fraud_model))
     store.close()
+
+
+def test_slow_checkpoints_are_spaced_out_unless_an_interval_was_given(
+    tmp_path: Path, fraud_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time as _time
+
+    from fourfold.stream import checkpoints
+
+    events = demo_events(2000)
+    write_jsonl(tmp_path / "events.jsonl", events)
+    commit = checkpoints.Checkpoints.commit
+
+    def slow(self: object, *args: object, **kw: object) -> object:
+        _time.sleep(0.08)  # a store under load: each checkpoint takes 80 ms
+        return commit(self, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkpoints.Checkpoints, "commit", slow)
+    store = SQLiteStore(tmp_path / "state.db")
+    default = processor(tmp_path, fraud_model, store, batch_size=200)
+    assert default._spacing == pytest.approx(0.1)
+    default.step()
+    default.checkpoint()
+    assert 0.24 <= default._spacing <= 0.5  # three times the checkpoint: a quarter of the time at most
+    run_to_end(default)
+    assert [d["event_id"] for d in read_jsonl(tmp_path / "out.jsonl")] == [e["event_id"] for e in events]
+    store.close()
+
+    store = SQLiteStore(tmp_path / "state2.db")
+    (tmp_path / "out.jsonl").unlink()
+    given = processor(tmp_path, fraud_model, store, batch_size=200, commit_interval_ms=50)
+    given.step()
+    given.checkpoint()
+    assert given._spacing == pytest.approx(0.05)  # the interval asked for is kept
+    store.close()

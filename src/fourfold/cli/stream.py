@@ -62,12 +62,14 @@ def register(app: typer.Typer) -> None:
         ] = None,
         max_wait_ms: Annotated[int, typer.Option(help="Longest wait for a batch to fill.")] = 20,
         commit_interval_ms: Annotated[
-            int,
+            int | None,
             typer.Option(
-                help="At-least-once: checkpoint (state, offsets) at most this often; records go "
-                "out at once. --exactly-once checkpoints every batch."
+                help="At-least-once: checkpoint (state, offsets) this often; records go out at once. "
+                "Default: every 100 ms, spaced out up to 500 ms while checkpoints are slow. "
+                "--exactly-once checkpoints every batch.",
+                show_default=False,
             ),
-        ] = 100,
+        ] = None,
         follow: Annotated[
             bool, typer.Option("--follow", help="Keep reading a JSONL file as it grows (tail -f).")
         ] = False,

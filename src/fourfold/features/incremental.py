@@ -236,8 +236,15 @@ class IncrementalEngine:
     falls in. The values are exactly those of those passes (``math.fsum``, ``min``, ``max``, ``set``).
     """
 
-    def __init__(self, feature_set: FeatureSet) -> None:
+    def __init__(self, feature_set: FeatureSet, *, renumber: bool = False) -> None:
+        """``renumber``: an event whose sequence number is not above its key's newest - the key's state
+        was written by another writer, e.g. ``OnlineFeatures.materialize`` of a batch job, numbering its
+        events its own way - takes the number after the newest instead of raising. Arrival order is
+        kept (it came after every event the state holds), and it is deterministic: a restart from a
+        checkpoint has the same state and assigns the same numbers. The stream processor sets it (its
+        numbers are input offsets, which start again with every log)."""
         source = _source(feature_set)
+        self._renumber = renumber
         self.feature_set = feature_set
         self.key_column = feature_set.entity(source.entity).join_key
         self.timestamp_column = source.timestamp
@@ -366,7 +373,9 @@ class IncrementalEngine:
                     tr = self._tracks[key] = Track()
                 if tr.newest is None:
                     tr.newest = max(st.seq, default=0)
-                if seq <= tr.newest:
+                if seq <= tr.newest and self._renumber:
+                    seq = tr.newest + 1
+                elif seq <= tr.newest:
                     raise ValueError(
                         f"seq {seq} of an event of key {key!r:.80} is not greater than the key's newest "
                         f"seq {tr.newest}: give each key's events increasing sequence numbers"

@@ -33,7 +33,7 @@ class StreamOptions:
     with_features: bool = True
     batch_size: int | None = None  # default: events_per_batch
     max_wait_ms: int = 20
-    commit_interval_ms: int = 100  # at-least-once; exactly-once checkpoints every batch
+    commit_interval_ms: int | None = None  # None: 100 ms, spaced out to 500 ms when checkpoints are slow
     follow: bool = False
     instance: str | None = None  # this process's stable name in the group (the transactional id)
     metrics_port: int | None = None
@@ -67,7 +67,7 @@ class StreamOptions:
             raise InvalidOptionError(f"--batch-size must be 1..100000, got {self.batch_size}")
         if not 0 <= self.max_wait_ms <= 60_000:
             raise InvalidOptionError(f"--max-wait-ms must be 0..60000, got {self.max_wait_ms}")
-        if not 0 <= self.commit_interval_ms <= 60_000:
+        if self.commit_interval_ms is not None and not 0 <= self.commit_interval_ms <= 60_000:
             raise InvalidOptionError(f"--commit-interval-ms must be 0..60000, got {self.commit_interval_ms}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise InvalidOptionError(f"--metrics-port must be 0..65535, got {self.metrics_port}")

@@ -12,7 +12,10 @@ Per poll batch (never per event on the I/O side):
    vectorized :meth:`Predictor.score`; the decision rule gives each event its action;
 6. delivery: the records to the sink and the dead-letter log, sent at once (at-least-once) or inside
    one Kafka transaction (``exactly_once``);
-7. a checkpoint, once ``commit_interval_ms`` has passed since the last one (and when idle, on a revoke
+7. a checkpoint, once ``commit_interval_ms`` has passed since the last one - by default 100 ms, or,
+   when checkpoints are slow (many keys with long windows), three times the last one's duration, so
+   that at most a quarter of the time goes to checkpoints, yet never more than 500 ms apart: the store
+   that ``fourfold serve`` reads stays within a second of the stream (and when idle, on a revoke
    and at the end; with ``exactly_once`` after every batch): the sinks flushed, then one store
    transaction with the state of every key changed since (where ``fourfold serve`` reads it) and each
    partition's next offset and the sinks' marks (:mod:`fourfold.stream.checkpoints`), then the input
@@ -101,7 +104,7 @@ class StreamProcessor:
         with_features: bool = True,
         batch_size: int = 2000,
         max_wait_ms: int = 20,
-        commit_interval_ms: int = 100,
+        commit_interval_ms: int | None = None,
         max_keys: int = 200_000,
         metrics: StreamMetrics | None = None,
     ) -> None:
@@ -113,7 +116,9 @@ class StreamProcessor:
         self.delivery = delivery or Delivery(self.sinks, source)
         self.assembly = Assembly(predictor.signature.feature_names, feature_set)
         windowed = feature_set is not None and bool(feature_set.windowed)
-        self.engine = IncrementalEngine(feature_set) if windowed and feature_set is not None else None
+        self.engine = (
+            IncrementalEngine(feature_set, renumber=True) if windowed and feature_set is not None else None
+        )
         self.key_column = self.assembly.key
         self.ts_column = self.engine.timestamp_column if self.engine else None
         self.threshold = predictor.threshold if threshold is None else threshold
@@ -141,7 +146,12 @@ class StreamProcessor:
         self._redeliver: list[tuple[int, Restored]] = []
         # since the last checkpoint: the keys changed, per partition the first offset read and the next
         # offset, the records sent (to send again if a flush fails), the outbox (exactly-once)
-        self.commit_interval_s = 0.0 if self.delivery.per_batch else commit_interval_ms / 1000
+        # a given interval is kept; the default (None) starts at 100 ms and spaces slow checkpoints out
+        interval = 100 if commit_interval_ms is None else commit_interval_ms
+        self.commit_interval_s = 0.0 if self.delivery.per_batch else interval / 1000
+        self._spacing = self.commit_interval_s  # grows with a slow checkpoint, up to _max_spacing
+        adaptive = commit_interval_ms is None and not self.delivery.per_batch
+        self._max_spacing = max(self.commit_interval_s, 0.5) if adaptive else self.commit_interval_s
         self.max_pending = max(20 * batch_size, 10_000)
         self._dirty: dict[str, int] = {}
         self._since: dict[int, int] = {}
@@ -306,10 +316,7 @@ class StreamProcessor:
         if dlq and (len(self.sinks) < 2 or self.sinks[1] is None):  # no dead-letter log: say it here
             for rec in dead_records[:5]:
                 log.warning("dead letter: %s", rec.value[:500].decode("utf-8", "replace"))
-        if (
-            time.monotonic() - self._checkpointed >= self.commit_interval_s
-            or self._pending >= self.max_pending
-        ):
+        if time.monotonic() - self._checkpointed >= self._spacing or self._pending >= self.max_pending:
             self.checkpoint()
         return BatchReport(len(messages), len(records), len(dlq))
 
@@ -449,6 +456,7 @@ class StreamProcessor:
         to read again - a revoke gives up the others)."""
         if not self._pending:
             return True
+        started = time.monotonic()
         self._retrying(self.delivery.before_checkpoint, self._sent)
         state = self._state_writes(self._dirty)
         marks = self._sink_marks()
@@ -467,6 +475,8 @@ class StreamProcessor:
         self._retrying(lambda: self.delivery.after_checkpoint(ends), self._sent)
         self._clear()
         self._evict()
+        took = time.monotonic() - started
+        self._spacing = min(self._max_spacing, max(self.commit_interval_s, 3 * took))
         return True
 
     @property
