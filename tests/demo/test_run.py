@@ -190,3 +190,30 @@ def test_demo_command_then_features_get_prints_non_zero_counts(tmp_path: Path) -
     assert all(row["features"] is not None for row in rows)
     assert max(row["features"]["txn_count_1h"] for row in rows) > 0
     assert max(row["features"]["amount_sum_1h"] for row in rows) > 0
+
+
+def test_the_four_patterns_give_the_same_five_scores(demo: Demo, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fourfold demo --all: online, batch, streaming and embedded score five new transactions alike."""
+    from fourfold.demo.four import PATTERNS, run_four
+
+    monkeypatch.setenv("FOURFOLD_HOME", str(demo.home))
+    r = demo.report
+    four = run_four(r.uri, r.log_path, Settings().store_url, demo.home / "out")
+    assert len(four.events) == 5
+    assert len({e["user_id"] for e in four.events}) == 5
+    for p in PATTERNS:
+        assert len(four.scores[p]) == 5
+        assert all(0.0 <= s <= 1.0 for s in four.scores[p])
+    assert four.identical, four.scores
+    text = four.render()
+    assert "identical in every pattern" in text
+    assert "events/s" in four.measures["streaming"]
+    assert "rows/s" in four.measures["batch"]
+    assert (four.bundle / "edge.json").is_file()
+    # the stream folded the five events into the store /predict reads
+    rows = _store_rows([e["user_id"] for e in four.events], at_ms=four.events[0]["event_time"] + 1)
+    before = _store_rows([e["user_id"] for e in four.events], at_ms=four.events[0]["event_time"])
+    for after, prior in zip(rows, before, strict=True):
+        assert after is not None
+        assert prior is not None
+        assert after["txn_count_10m"] == prior["txn_count_10m"] + 1

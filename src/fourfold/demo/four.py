@@ -9,8 +9,9 @@ those five events its own way, and the table must show one score per event:
   from the event log as of ``t`` (``--events``, ``--as-of``);
 * **embedded**: an edge bundle exported (and gated) now, ``EdgeModel.predict_one`` on the windows read
   from the store as of ``t`` plus the transaction;
-* **streaming**: ``run_stream`` over a JSONL log of the five events, with the online store's state: the
-  stream reads each user's windows, scores, then folds the event in (so it runs last).
+* **streaming**: ``run_stream`` over a JSONL log of the five events, on the online store: the stream
+  reads each user's windows (as the demo's batch materialize left them), scores, then folds the event in
+  where ``/predict`` reads it (so it runs last).
 
 Then each pattern's own measure - /predict latency, batch rows/s (point-in-time features included),
 stream events/s on a replay of the log into a fresh store, the edge's one-row latency - and the
@@ -186,41 +187,42 @@ def _embedded(uri: str, store_url: str, now_ms: int, events: list[dict[str, Any]
     return scores, f"EdgeModel.predict_one p50 {p50:.1f} us, p99 {p99:.1f} us ({fmt}, in-process, checked)"
 
 
-def _stream(uri: str, events: list[dict[str, Any]], work: Path, log: pa.Table) -> tuple[list[float], str]:
-    """The whole log replayed through the stream into a fresh store, then the five new events: the
-    stream computes every window itself (its own engine, not the materialized store)."""
+def _stream(uri: str, store_url: str, events: list[dict[str, Any]], work: Path,
+            log: pa.Table) -> tuple[list[float], str]:  # fmt: skip
+    """The five events through the stream on the online store (it reads the windows the demo
+    materialized, scores, folds the events in - where /predict sees them); then, for its rate, the
+    log's last 100k events replayed into a fresh store."""
     from fourfold.stream import StreamOptions, run_stream
 
-    history = log.drop_columns(["is_fraud"])
-    history = history.set_column(history.schema.get_field_index("event_time"), "event_time",
-                                 pc.cast(history["event_time"], pa.int64()))  # fmt: skip
-    with (work / "events.jsonl").open("w") as f:
-        for row in history.to_pylist():
-            f.write(json.dumps(row) + "\n")
-        for e in events:
-            f.write(json.dumps(e) + "\n")
+    def jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+        with path.open("w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+
+    jsonl(work / "new.jsonl", events)
+    run_stream(StreamOptions(uri, source=str(work / "new.jsonl"), sink=str(work / "decisions.jsonl"),
+                             dlq=str(work / "dead.jsonl"), store=store_url, group="demo"))  # fmt: skip
+    with (work / "decisions.jsonl").open() as f:
+        decided = {d["event_id"]: d["score"] for d in map(json.loads, f)}
+    scores = [float(decided[e["event_id"]]) for e in events]
+    replay = log.drop_columns(["is_fraud"]).slice(max(0, log.num_rows - 100_000))
+    replay = replay.set_column(replay.schema.get_field_index("event_time"), "event_time",
+                               pc.cast(replay["event_time"], pa.int64()))  # fmt: skip
+    jsonl(work / "replay.jsonl", replay.to_pylist())
     options = StreamOptions(
         uri,
-        source=str(work / "events.jsonl"),
-        sink=str(work / "decisions.jsonl"),
-        dlq=str(work / "dead.jsonl"),
-        store=f"sqlite:///{work / 'stream-state.db'}",
-        group="demo",
+        source=str(work / "replay.jsonl"),
+        sink=str(work / "replay-decisions.jsonl"),
+        dlq=str(work / "replay-dead.jsonl"),
+        store=f"sqlite:///{work / 'replay-state.db'}",
+        group="demo-replay",
     )
     t0 = time.perf_counter()
     summary = run_stream(options)
     seconds = time.perf_counter() - t0
-    wanted = {e["event_id"] for e in events}
-    decided = {}
-    with (work / "decisions.jsonl").open() as f:
-        for line in f:
-            d = json.loads(line)
-            if d["event_id"] in wanted:
-                decided[d["event_id"]] = d["score"]
-    scores = [float(decided[e["event_id"]]) for e in events]
     return scores, (
-        f"{summary.decided / seconds:,.0f} events/s end to end: the log's {history.num_rows:,} events, then "
-        "the five, from JSONL into a fresh SQLite store (windows, score, decision, checkpoints)"
+        f"{summary.decided / seconds:,.0f} events/s end to end on a JSONL replay of {replay.num_rows:,} "
+        "events into a fresh SQLite store (windows, score, decision, checkpoints)"
     )
 
 
@@ -248,7 +250,7 @@ def run_four(uri: str, log_path: Path, store_url: str, out_dir: Path) -> FourPat
     scores["batch"], measures["batch"] = _batch(uri, log_path, now_ms, events, work, log)
     bundle = out_dir / "fraud-edge"
     scores["embedded"], measures["embedded"] = _embedded(uri, store_url, now_ms, events, bundle)
-    scores["streaming"], measures["streaming"] = _stream(uri, events, work, log)
+    scores["streaming"], measures["streaming"] = _stream(uri, store_url, events, work, log)
     a = advise(Answers(human_waiting=True, sla_ms=100, can_precompute=False, features_time_sensitive=True))
     hybrids = ", ".join(h.name for h in a.hybrids)
     advice = f"{a.pattern}" + (f" + {hybrids}" if hybrids else "") + f": {a.reason}"
