@@ -132,12 +132,14 @@ def test_kill_9_mid_stream_loses_nothing_and_writes_each_decision_once(
     out = tmp_path / "out.jsonl"
     kills = 0
     errors = tmp_path / "stderr.log"
-    for _ in range(60):
+    for _ in range(200):  # each run gets past the last one before it is killed: it ends
         with errors.open("wb") as err:
             proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
         start = out.stat().st_size if out.exists() else 0
         deadline = time.monotonic() + 60
-        while proc.poll() is None and (not out.exists() or out.stat().st_size == start):
+        # past where the last run got to (a restart first cuts the file back to its checkpoint): by then
+        # this run has checkpointed, however loaded the machine, so every kill leaves some progress
+        while proc.poll() is None and (not out.exists() or out.stat().st_size <= start):
             assert time.monotonic() < deadline, "the stream made no progress"
             time.sleep(0.01)
         time.sleep(float(rng.uniform(0.02, 0.12)))  # the job is quick: kill it within its first batches
