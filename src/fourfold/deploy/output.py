@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from fourfold.errors import ConflictError
+from fourfold.model.package import replace_dir
 
 __all__ = ["MARKER", "to_yaml", "write_tree"]
 
@@ -62,13 +63,7 @@ def write_tree(out: Path, files: Mapping[str, str | Path], *, model: str) -> lis
                 written.append(rel)
         marker = {"written_by": "fourfold deploy k8s", "model": model, "files": sorted(written)}
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(staging, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, out)
         return sorted(written)
     finally:
         if staging.exists():

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from typing import Any
 import fourfold.edge as edge_runtime
 from fourfold.edge.model import FORMAT, MANIFEST
 from fourfold.errors import ConflictError
-from fourfold.model.package import ModelPackage, sha256_file
+from fourfold.model.package import ModelPackage, replace_dir, sha256_file
 
 __all__ = ["RUNTIME_DIR", "features_contract", "manifest_for", "staged", "write_manifest"]
 
@@ -48,13 +47,7 @@ def staged(out: Path) -> Iterator[Path]:
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         yield staging
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-        os.replace(staging, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        replace_dir(staging, out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -70,6 +63,8 @@ def _refuse_foreign(out: Path) -> None:
             f"--out {out} holds files that are not an edge bundle; fourfold will not replace them "
             "(give an empty or new directory)"
         )
+    if Path.cwd().resolve().is_relative_to(out):
+        raise ConflictError(f"--out {out} is the current directory or one of its parents; give another one")
 
 
 def copy_runtime(staging: Path) -> list[str]:
