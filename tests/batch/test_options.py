@@ -46,6 +46,11 @@ BASE: dict[str, Any] = {"model": "models:/churn/production", "input": "users/", 
         ({"spark_master": "local[2]"}, "--spark-master is for --engine spark"),
         ({"engine": "spark", "workers": 2}, "--workers and --threads are for --engine local"),
         ({"engine": "spark", "events": "tx/"}, "--events is for --engine local"),
+        ({"engine": "spark", "spark_master": "spark://host"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "spark://h:7077,h2"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "spark://h:99999"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "local[two]"}, "--spark-master must be local[*], local[N]"),
+        ({"engine": "spark", "spark_master": "127.0.0.1:7077"}, "--spark-master must be local[*]"),
     ],
 )
 def test_an_option_that_is_not_allowed_is_named(changes: dict[str, Any], message: str) -> None:
