@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,9 @@ def standalone_cluster(
              "--webui-port", str(ui_port), "--properties-file", str(props)],
             root / "master.log", env,
         ))  # fmt: skip
+        # a worker that registers before the master is ALIVE gets no answer and retries ~10 s later: start
+        # the workers once the master listens (they take seconds more to connect; it is ALIVE by then)
+        _wait(cluster, lambda: _listens(port), "the master did not listen")
         for i in range(workers):
             work = root / f"worker-{i}"
             work.mkdir(exist_ok=True)
@@ -113,23 +116,27 @@ def standalone_cluster(
                  "--cores", str(cores), "--memory", memory, "--webui-port", "0", "--work-dir", str(work)],
                 root / f"worker-{i}.log", env,
             ))  # fmt: skip
-        _wait_registered(cluster, workers)
+        registered = f"{workers} workers did not register"
+        _wait(cluster, lambda: cluster.state().get("aliveworkers", 0) >= workers, registered)
         yield cluster
     finally:
         _stop(cluster.procs)
 
 
-def _wait_registered(cluster: Cluster, workers: int) -> None:
+def _listens(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait(cluster: Cluster, ready: Callable[[], bool], what: str) -> None:
     deadline = time.monotonic() + _START_TIMEOUT
     while True:
         dead = [p.args for p in cluster.procs if p.poll() is not None]
         if dead:
             raise RuntimeError(f"a Spark process exited while the cluster started: {dead}\n{cluster.logs()}")
         with contextlib.suppress(OSError, ValueError):
-            if cluster.state().get("aliveworkers", 0) >= workers:
+            if ready():
                 return
         if time.monotonic() > deadline:
-            raise RuntimeError(
-                f"{workers} workers did not register in {_START_TIMEOUT:g} s\n{cluster.logs()}"
-            )
-        time.sleep(0.25)
+            raise RuntimeError(f"{what} in {_START_TIMEOUT:g} s\n{cluster.logs()}")
+        time.sleep(0.1)

@@ -78,14 +78,28 @@ def spark_session(master: str | None = None, app_name: str = "fourfold-batch") -
 
 def submitted_session(app_name: str = "fourfold-batch") -> Any:
     """The session of a ``spark-submit`` run (its ``--master`` and ``--conf``), with fourfold's settings
-    for the Python workers added (``spark_submit.py``)."""
+    for the Python workers added (``spark_submit.py``); on a cluster, given an executor as
+    :func:`spark_session` does."""
+    from pyspark import SparkConf, SparkContext
     from pyspark.sql import SparkSession
 
+    from fourfold.settings import Settings
+
+    SparkContext._ensure_initialized()  # the gateway spark-submit started: SparkConf() then reads its conf
+    master = SparkConf().get("spark.master", "local[*]") or "local[*]"
     base = SparkSession.builder.appName(app_name)
     for key, value in _WORKER_CONF.items():
         base = base.config(key, value)
+    if is_loopback(master):
+        base = base.config("spark.driver.host", "127.0.0.1")
     spark = base.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
+    if not is_local(master):
+        try:
+            wait_for_executors(spark, master, Settings().spark_executor_timeout)
+        except BaseException:
+            spark.stop()
+            raise
     return spark
 
 
