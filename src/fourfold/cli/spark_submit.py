@@ -2,7 +2,7 @@
 ``--executor-memory`` ...), the job and its arguments are the CLI's, on the Spark engine.
 
     spark-submit --master spark://host:7077 --executor-memory 2g \\
-        "$(python -m fourfold.batch.spark_submit)" \\
+        "$(python -m fourfold.cli.spark_submit)" \\
         models:/churn/production -i /shared/users/ -o /shared/scores/ --id-cols user_id
 
 Run as a module it prints its own path (the file spark-submit is given); run by spark-submit it starts
@@ -16,7 +16,9 @@ import os
 import sys
 
 if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]  # run as a script: this directory's modules (sql.py, spark.py ...) must not shadow others
+    del sys.path[
+        0
+    ]  # run as a script: this directory's modules (batch.py, serve.py ...) must not shadow others
 
 __all__ = ["main"]
 
@@ -42,7 +44,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    if __spec__ is not None and __spec__.name == "fourfold.batch.spark_submit":  # python -m: where am I
+    if __spec__ is not None and __spec__.name == "fourfold.cli.spark_submit":  # python -m: where am I
         print(__file__)
     else:  # spark-submit runs this file as a script
         sys.exit(main(sys.argv[1:]))
