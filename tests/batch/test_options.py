@@ -102,3 +102,11 @@ def test_only_the_orchestrator_imports_the_parts() -> None:
             assert "BatchOptions" not in path.read_text() or path.name == "options.py", path.name
     cli = (root.parent / "cli" / "batch.py").read_text()
     assert "BatchJob" not in cli
+
+
+@pytest.mark.parametrize(
+    "master", ["local", "local[*]", "local[4]", "local[4,2]", "spark://10.0.0.5:7077",
+               "spark://a:7077,b:7077", "spark://[::1]:7077", "yarn", "k8s://https://api:6443"],
+)  # fmt: skip
+def test_the_spark_masters_spark_takes_are_accepted(master: str) -> None:
+    assert BatchOptions(**BASE, engine="spark", spark_master=master).spark_master == master
