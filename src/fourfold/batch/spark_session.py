@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from fourfold.batch.spark_master import check_master, is_local, is_loopback, reach, wait_for_executors
-from fourfold.errors import ConflictError
+from fourfold.errors import ConflictError, UnavailableError
 
 __all__ = ["spark_session", "submitted_session"]
 
@@ -63,7 +63,14 @@ def spark_session(master: str | None = None, app_name: str = "fourfold-batch") -
     master = master or "local[*]"
     check_master(master)
     reach(master)  # a standalone master that does not answer fails now, not after a minute of retries
-    spark = _builder(master, app_name).getOrCreate()
+    try:
+        spark = _builder(master, app_name).getOrCreate()
+    except Exception as exc:  # a JVM error: the context was stopped while it started (a refused app)
+        if is_local(master):
+            raise
+        raise UnavailableError(
+            f"the Spark master {master} did not take the application: {_first_error(exc)}"
+        ) from exc
     spark.sparkContext.setLogLevel("ERROR")
     if not is_local(master):
         from fourfold.settings import Settings
@@ -131,6 +138,12 @@ def _builder(master: str, app_name: str) -> Any:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     return builder
+
+
+def _first_error(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Exception:" in ln or "Error:" in ln]
+    return (errors[0] if errors else lines[0] if lines else type(exc).__name__)[:300]
 
 
 def _quiet_log4j() -> Path:
