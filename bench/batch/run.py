@@ -1,9 +1,18 @@
 """Batch scoring, one command, one table: fourfold's local and Spark engines against the raw ceiling
 (the package's runtime's vectorized predict over the table already in memory, no I/O), a
 hand-written pyarrow read -> predict -> write loop, and the seed's Spark code (broadcast model + pandas
-UDF) on local[2] - on the demo model and N rows of the demo's features split into parquet files.
+UDF) and Spark's own I/O floor (a no-op ``mapInArrow`` job over the same input and output) on local[2]
+and on a standalone cluster - on the demo model and N rows of the demo's features split into parquet
+files.
 
     .venv/bin/python bench/batch/run.py [--rows 2000000] [--files 16] [--repeat 2] [--no-spark]
+        [--spark-cluster | --spark-master spark://host:7077]
+
+``--spark-cluster`` starts a master and two 1-core workers on 127.0.0.1 from the pyspark package (as the
+tests do, ``tests/sparkcluster.py``); ``--spark-master`` uses a running cluster (whose executors must
+see this machine's paths: a shared filesystem). The floor, the seed and fourfold run alternated on the
+same session of each master, and the two Spark floors are printed for each: fourfold >= 85 % of the
+no-op job, >= 1.3x the seed's code.
 
 Each figure is the best of ``--repeat`` runs (the machine is shared; the best run is the least disturbed).
 Two timings: the job in a warm process (a live Spark session, the model loaded for the seed), and end
@@ -17,6 +26,7 @@ from /proc.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -86,7 +96,10 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--files", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--no-spark", action="store_true", help="skip the two Spark rows")
+    ap.add_argument("--no-spark", action="store_true", help="skip the Spark rows")
+    cluster = ap.add_mutually_exclusive_group()
+    cluster.add_argument("--spark-cluster", action="store_true", help="start a 2-worker standalone cluster")
+    cluster.add_argument("--spark-master", help="a running standalone cluster's spark://host:port")
     ap.add_argument(
         "--runtime",
         default="auto",
@@ -173,12 +186,33 @@ def main() -> None:
     local_cli = [*cli, "-i", str(home / "input"), "-o", str(home / "o3")]
     cold["local"] = best(lambda: n / peak_rss_mib(local_cli, env)[0], args.repeat)
 
+    floors: dict[str, str] = {}
     if not args.no_spark:
         sys.path.insert(0, str(Path(__file__).parent))
-        from spark_bench import fourfold_spark, mlflow_registry, seed_spark
+        from spark_bench import compare, floor_ratios, mlflow_registry, stop_session
 
-        results["seed spark"] = best(lambda: seed_spark(files, uri, list(FEATURES), "event_id"), args.repeat)
-        results["fourfold spark"] = best(lambda: fourfold_spark(files, uri, "event_id"), args.repeat)
+        names = list(FEATURES)
+        runs = compare(files, uri, names, "event_id", "local[2]", args.repeat)
+        for key in ("noop", "seed", "fourfold"):
+            results[f"{key} spark"] = max(runs[key])
+        floors["local[2]"] = floor_ratios(*(results[f"{k} spark"] for k in ("noop", "seed", "fourfold")))
+        stop_session()
+        with contextlib.ExitStack() as stack:
+            master = args.spark_master
+            if args.spark_cluster:
+                sys.path.insert(0, str(Path(__file__).parents[2] / "tests"))
+                from sparkcluster import standalone_cluster
+
+                print("starting a standalone cluster (a master, two 1-core workers) ...", file=sys.stderr)
+                master = stack.enter_context(standalone_cluster(home / "cluster", workers=2)).url
+            if master:
+                runs = compare(files, uri, names, "event_id", master, args.repeat)
+                for key in ("noop", "seed", "fourfold"):
+                    results[f"{key} cluster"] = max(runs[key])
+                floors[master] = floor_ratios(
+                    *(results[f"{k} cluster"] for k in ("noop", "seed", "fourfold"))
+                )
+                stop_session()
         seed_env = {
             **env,
             "MLFLOW_TRACKING_URI": mlflow_registry(pkg),
@@ -203,11 +237,16 @@ def main() -> None:
         "raw ceiling": f"raw ceiling ({runtime} predict, in memory, no I/O)",
         "pyarrow loop": "hand-written pyarrow read -> predict -> write loop",
         "local": "fourfold local engine (1 process, all cores)",
+        "noop spark": "Spark I/O floor (no-op mapInArrow, local[2])",
         "seed spark": "seed's Spark code (broadcast + pandas UDF, local[2])",
         "fourfold spark": "fourfold Spark engine (mapInArrow, local[2])",
+        "noop cluster": "Spark I/O floor (no-op mapInArrow, cluster)",
+        "seed cluster": "seed's Spark code (cluster)",
+        "fourfold cluster": "fourfold Spark engine (cluster)",
     }
     for key, value in results.items():
-        vs = f"{value / seed:.1f}x" if seed else "-"
+        ref = results.get("seed cluster") if key.endswith("cluster") else seed  # the seed on the same master
+        vs = f"{value / ref:.1f}x" if ref else "-"
         e2e = f"{cold[key]:>10,.0f}" if key in cold else f"{'-':>10}"
         e2e_vs = f"{cold[key] / cold_seed:.1f}x" if key in cold and cold_seed else "-"
         print(
@@ -217,6 +256,8 @@ def main() -> None:
         "(rows/s: the job in a warm process / Spark session; end to end: a fresh process per run, as a "
         "nightly job runs)"
     )
+    for master, line in floors.items():
+        print(f"Spark floors on {master}: {line}")
     print(
         f"\nlocal engine peak RSS (fourfold batch, whole process): {rss_full:,.0f} MiB on {n:,} rows, "
         f"{rss_tenth:,.0f} MiB on a tenth of the files (x{rss_full / rss_tenth:.2f} for 10x the input)"

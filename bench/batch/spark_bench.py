@@ -1,7 +1,8 @@
-"""Spark batch scoring: the seed document's Spark + MLflow + pandas UDF job against fourfold's Spark engine,
-both on ``local[2]`` (for ``run.py``; ``__main__`` is a quick check on ~200k rows).
+"""Spark batch scoring: the seed document's Spark + MLflow + pandas UDF job against fourfold's Spark engine
+and against Spark's own I/O floor (a no-op ``mapInArrow`` job over the same input and output), on
+``local[2]`` or a cluster (for ``run.py``; ``__main__`` is a quick check on ~200k rows).
 
-    .venv/bin/python bench/batch/spark_bench.py [--rows 200000] [--files 4] [--repeat 3]
+    .venv/bin/python bench/batch/spark_bench.py [--rows 200000] [--files 4] [--repeat 3] [--master URL]
 
 The seed's job, reproduced as written: load the model on the driver, ``broadcast`` it, a ``pandas_udf``
 returning a Series (``pd.DataFrame(features.tolist())`` -> ``m.predict(X)``), ``withColumn``, write parquet.
@@ -31,11 +32,20 @@ import pyarrow.parquet as pq
 MASTER = "local[2]"
 
 
-def _session() -> Any:
+def _session(master: str = MASTER) -> Any:
     from fourfold.batch.spark import spark_session
 
-    spark, _ = spark_session(MASTER)
+    spark, _ = spark_session(master)
     return spark
+
+
+def stop_session() -> None:
+    """Stop the process's session (before the next master's: one SparkContext per process)."""
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        active.stop()
 
 
 _REGISTRY: dict[str, str] = {}
@@ -98,7 +108,9 @@ def mlflow_pyfunc(pkg: Any) -> Any:
     return _PYFUNC[key]
 
 
-def seed_spark(files: list[str], model_uri: str, feature_names: list[str], id_col: str = "user_id") -> float:
+def seed_spark(
+    files: list[str], model_uri: str, feature_names: list[str], id_col: str = "user_id", master: str = MASTER
+) -> float:
     """The seed's Spark job over ``files`` (``id_col`` - the seed's ``user_id`` - and ``feature_names``);
     rows/s."""
     from pyspark.sql import functions as F
@@ -107,7 +119,7 @@ def seed_spark(files: list[str], model_uri: str, feature_names: list[str], id_co
     from fourfold.batch.spark import _uri
     from fourfold.registry.resolve import resolve
 
-    spark = _session()
+    spark = _session(master)
     # Load model (broadcast to all executors): the seed's mlflow.pyfunc.load_model on a real MLflow
     # registry holding the same XGBoost booster
     model = mlflow_pyfunc(resolve(model_uri))
@@ -137,11 +149,46 @@ def seed_spark(files: list[str], model_uri: str, feature_names: list[str], id_co
     return rows / elapsed
 
 
-def fourfold_spark(files: list[str], model_uri: str, id_col: str) -> float:
-    """``run_batch(..., engine="spark", spark_master="local[2]")`` over ``files``; rows/s."""
+def noop_spark(files: list[str], id_col: str, feature_names: list[str], master: str = MASTER) -> float:
+    """Spark's I/O floor for fourfold's job: the same read (the engine's split settings), the same columns
+    to Python and back through ``mapInArrow`` (ids + a constant ``score``, ``label``, ``model_version``:
+    the output schema), the same parquet write - no model, no checks, no commit; rows/s."""
+    import pyarrow as pa
+
+    from fourfold.batch.spark import _PER_CORE, _uri
+    from fourfold.batch.spark_session import _conf
+
+    spark = _session(master)
+
+    def passthrough(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for b in batches:
+            n = b.num_rows
+            yield pa.record_batch({
+                id_col: b.column(0), "score": pa.array([0.0] * n, pa.float64()),
+                "label": pa.array([0] * n, pa.int64()), "model_version": pa.array(["1"] * n, pa.string()),
+            })  # fmt: skip
+
+    rows = sum(int(pq.ParquetFile(f).metadata.num_rows) for f in files)
+    groups = sum(int(pq.ParquetFile(f).metadata.num_row_groups) for f in files)
+    target = min(_PER_CORE * int(spark.sparkContext.defaultParallelism), groups)
+    out = tempfile.mkdtemp(prefix="noop-spark-")
+    schema = f"`{id_col}` string, score double, label bigint, model_version string"
+    try:
+        with _conf(spark, {"spark.sql.files.minPartitionNum": str(target)}):
+            t0 = time.perf_counter()
+            df = spark.read.parquet(*[_uri(f) for f in files]).select(id_col, *feature_names)
+            df.mapInArrow(passthrough, schema).write.mode("overwrite").parquet(_uri(out))
+            elapsed = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return rows / elapsed
+
+
+def fourfold_spark(files: list[str], model_uri: str, id_col: str, master: str = MASTER) -> float:
+    """``run_batch(..., engine="spark", spark_master=master)`` over ``files``; rows/s."""
     from fourfold.batch import run_batch
 
-    _session()
+    _session(master)
     work = Path(tempfile.mkdtemp(prefix="fourfold-spark-"))
     try:
         parents = {str(Path(f).parent) for f in files}
@@ -155,11 +202,40 @@ def fourfold_spark(files: list[str], model_uri: str, id_col: str) -> float:
                 os.symlink(os.path.abspath(f), os.path.join(source, f"{i:05d}-{Path(f).name}"))
         t0 = time.perf_counter()
         summary = run_batch(model=model_uri, input=source, output=str(work / "out"), id_cols=(id_col,),
-                            engine="spark", spark_master=MASTER)  # fmt: skip
+                            engine="spark", spark_master=master)  # fmt: skip
         elapsed = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return summary.rows_in / elapsed
+
+
+def compare(
+    files: list[str], uri: str, names: list[str], id_col: str, master: str, repeat: int
+) -> dict[str, list[float]]:
+    """The I/O floor, the seed's job and fourfold's engine on one session of ``master``, alternated
+    ``repeat`` times after a warm-up of each (the first jobs of a JVM are slow: JIT, Python workers);
+    rows/s of every run."""
+    _session(master)
+    warm = [files[0]]
+    noop_spark(warm, id_col, names, master)
+    seed_spark(warm, uri, names, id_col, master)
+    fourfold_spark(warm, uri, id_col, master)
+    runs: dict[str, list[float]] = {"noop": [], "seed": [], "fourfold": []}
+    for _ in range(repeat):  # alternated: a 2-core machine is noisy
+        runs["noop"].append(noop_spark(files, id_col, names, master))
+        runs["seed"].append(seed_spark(files, uri, names, id_col, master))
+        runs["fourfold"].append(fourfold_spark(files, uri, id_col, master))
+    return runs
+
+
+def floor_ratios(noop: float, seed: float, mine: float) -> str:
+    """The two Spark floors: fourfold >= 85 % of the no-op job, >= 1.3x the seed's."""
+    io_ok = "ok" if mine >= 0.85 * noop else "MISSED"
+    seed_ok = "ok" if mine >= 1.3 * seed else "MISSED"
+    return (
+        f"fourfold / no-op I/O floor {mine / noop:.0%} (floor 85 %: {io_ok}), "
+        f"fourfold / seed {mine / seed:.2f}x (floor 1.3x: {seed_ok})"
+    )
 
 
 def main() -> None:
@@ -168,6 +244,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=4)
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--master", default=MASTER, help="local[2] (default) or a cluster's spark://host:port")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="ff-spark-bench-"))
     os.environ["FOURFOLD_HOME"] = str(home)
@@ -199,19 +276,15 @@ def main() -> None:
         files.append(str(src / f"part-{i:03d}.parquet"))
         pq.write_table(pa.table(cols), files[-1])
 
-    _session()
-    warm = [files[0]]  # the first jobs of a JVM are slow (JIT, Python workers): warm both paths up
-    seed_spark(warm, uri, names)
-    fourfold_spark(warm, uri, "user_id")
-    seeds, ours = [], []
-    for _ in range(args.repeat):  # alternated, the median of each: a 2-core machine is noisy
-        seeds.append(seed_spark(files, uri, names))
-        ours.append(fourfold_spark(files, uri, "user_id"))
-    seed, mine = float(np.median(seeds)), float(np.median(ours))
-    print(f"\nspark bench: {args.rows:,} rows x {args.features} features, {args.files} files, {MASTER}, "
+    runs = compare(files, uri, names, "user_id", args.master, args.repeat)
+    noop, seed, mine = (float(np.median(runs[k])) for k in ("noop", "seed", "fourfold"))
+    print(f"\nspark bench: {args.rows:,} rows x {args.features} features, {args.files} files, {args.master}, "
           f"median of {args.repeat}")  # fmt: skip
+    print(f"{'no-op mapInArrow (Spark I/O floor)':<44} {noop:>12,.0f} rows/s")
     print(f"{'seed (broadcast model + pandas_udf)':<44} {seed:>12,.0f} rows/s")
     print(f"{'fourfold spark engine (mapInArrow)':<44} {mine:>12,.0f} rows/s  ({mine / seed:.2f}x)")
+    print(floor_ratios(noop, seed, mine))
+    stop_session()
     shutil.rmtree(home, ignore_errors=True)
 
 

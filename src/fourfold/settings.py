@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         "MLFLOW_TRACKING_URI is set, else local (FOURFOLD_REGISTRY).",
     )
 
+    spark_executor_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds a new Spark session on a cluster waits for its first executor before the job "
+        "fails naming the master (FOURFOLD_SPARK_EXECUTOR_TIMEOUT).",
+    )
+
     @property
     def store_url(self) -> str:
         """The store URL, or the embedded default: ``sqlite:///`` + ``$FOURFOLD_HOME/features.db``."""

@@ -46,6 +46,11 @@ BASE: dict[str, Any] = {"model": "models:/churn/production", "input": "users/", 
         ({"spark_master": "local[2]"}, "--spark-master is for --engine spark"),
         ({"engine": "spark", "workers": 2}, "--workers and --threads are for --engine local"),
         ({"engine": "spark", "events": "tx/"}, "--events is for --engine local"),
+        ({"engine": "spark", "spark_master": "spark://host"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "spark://h:7077,h2"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "spark://h:99999"}, "wants spark://HOST:PORT[,HOST:PORT]"),
+        ({"engine": "spark", "spark_master": "local[two]"}, "--spark-master must be local[*], local[N]"),
+        ({"engine": "spark", "spark_master": "127.0.0.1:7077"}, "--spark-master must be local[*]"),
     ],
 )
 def test_an_option_that_is_not_allowed_is_named(changes: dict[str, Any], message: str) -> None:
@@ -97,3 +102,11 @@ def test_only_the_orchestrator_imports_the_parts() -> None:
             assert "BatchOptions" not in path.read_text() or path.name == "options.py", path.name
     cli = (root.parent / "cli" / "batch.py").read_text()
     assert "BatchJob" not in cli
+
+
+@pytest.mark.parametrize(
+    "master", ["local", "local[*]", "local[4]", "local[4,2]", "spark://10.0.0.5:7077",
+               "spark://a:7077,b:7077", "spark://[::1]:7077", "yarn", "k8s://https://api:6443"],
+)  # fmt: skip
+def test_the_spark_masters_spark_takes_are_accepted(master: str) -> None:
+    assert BatchOptions(**BASE, engine="spark", spark_master=master).spark_master == master

@@ -135,7 +135,7 @@ class _Job:
         if o.engine == "spark":
             from fourfold.batch.spark import SparkEngine
 
-            return SparkEngine(o.master)
+            return SparkEngine(o.spark_master)
         from fourfold.batch.local import LocalEngine
 
         return LocalEngine(o.workers, o.threads, o.show_progress())

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from fourfold.batch.spark_master import check_master
 from fourfold.errors import InvalidOptionError
 
 __all__ = [
@@ -105,7 +106,7 @@ class BatchOptions:
     max_rejected: float | None = None  # a count, or a fraction below 1
     runtime: str = "auto"  # auto: the runtime the package was compiled for
     engine: str = "local"
-    spark_master: str | None = None  # default local[*]
+    spark_master: str | None = None  # default: the running session, else local[*]
     query: str | None = None  # the SQL for a postgresql:// or duckdb:// input
     table: str | None = None  # the table (postgresql:// output) or namespace (feature store output)
     quarantine: str | None = None  # where a database or store output's rejected rows go
@@ -188,6 +189,8 @@ class BatchOptions:
             raise InvalidOptionError(
                 "--workers and --threads are for --engine local; Spark runs one Python worker per core"
             )
+        if self.spark_master is not None:
+            check_master(self.spark_master)
         if self.events is not None:
             raise InvalidOptionError(
                 "--events is for --engine local: the Spark engine does not compute windowed features "
@@ -206,10 +209,6 @@ class BatchOptions:
     @property
     def sql_input(self) -> bool:
         return self.input.startswith(SQL_SCHEMES)
-
-    @property
-    def master(self) -> str:
-        return self.spark_master or "local[*]"
 
     def show_progress(self) -> bool:
         return sys.stderr.isatty() if self.progress is None else self.progress

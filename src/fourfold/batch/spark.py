@@ -11,7 +11,8 @@ engine, committed by the same sink.
   ``_reason``) are written by Spark to ``_quarantine/`` without a Python worker; good rows go through
   ``mapInArrow``.
 * **The model is shipped, not broadcast**: the package directory (a copy named by its manifest's sha256)
-  goes to the executors with ``SparkContext.addFile(path, recursive=True)``; each Python worker loads it
+  goes to the executors with ``SparkContext.addFile(path, recursive=True)`` on a local master, as a zip
+  with ``SparkContext.addArchive`` on a cluster; each Python worker loads it
   once (``SparkFiles.get``, the files' sha256 verified) into a module-level cache, with one model thread
   (``OMP_NUM_THREADS=1``: Spark runs one Python worker per core). Nothing model-sized is in a closure.
 * **Partitions**: about ``3 x defaultParallelism`` (the 2-4x per core rule) - Spark's file splits
@@ -28,8 +29,9 @@ engine, committed by the same sink.
 * **Resume**: a resumed Spark job re-runs the whole Spark stage (Spark's task retries already cover lost
   executors); the earlier attempt's Spark files are deleted first, so the output is still exactly once.
 
-On a cluster every executor needs fourfold (and the model's library) installed, and the input files and
-the staging directory (next to the output) on a filesystem every executor reaches.
+On a cluster (``spark://``, ``yarn``, ``k8s://``) every executor needs fourfold (and the model's library)
+installed - the model package itself is shipped - and the input files and the staging directory (next
+to the output) on a filesystem the driver and every executor see at the same path.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ import importlib
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+import zipfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,7 @@ from fourfold.batch.engine import Plan
 from fourfold.batch.histogram import ScoreHistogram
 from fourfold.batch.rows import Counts
 from fourfold.batch.sources import Fragment, Source
+from fourfold.batch.spark_master import is_local
 from fourfold.batch.spark_session import _conf, spark_session
 from fourfold.batch.spark_worker import _Model, _score_partition
 from fourfold.errors import ConflictError, FourfoldError
@@ -68,31 +72,55 @@ _SPARK_TYPES = {"float64": "DoubleType", "float32": "FloatType", "int64": "LongT
 
 # -- the driver side -----------------------------------------------------------------------------------------
 def _ship_package(spark: Any, pkg: ModelPackage) -> str:
-    """Add the package directory to the job's files under a name unique to its content; return the name.
+    """Add the package to the job's files under a name unique to its content; return the name the Python
+    workers pass to ``SparkFiles.get``.
 
     Spark keys added files by their base name, and registered packages are all called ``1``, ``2`` ...:
-    the copy (hard links where possible) is named ``fourfold-model-<sha256 of the manifest>``."""
+    the copy (hard links where possible) is named ``fourfold-model-<sha256 of the manifest>``. A local
+    master takes the directory itself (``addFile(recursive=True)``); a cluster's executors fetch files
+    from the driver and take no directory, so they get a zip of it (``addArchive``, unpacked once per
+    executor under the same name + ``.zip``)."""
     from fourfold.settings import Settings
 
     name = f"fourfold-model-{sha256_file(pkg.path / MANIFEST)[:16]}"
     shipped = Settings().home / "spark" / name
     if not shipped.exists():
-        shipped.parent.mkdir(parents=True, exist_ok=True)
-        tmp = shipped.with_name(f".{name}.{uuid.uuid4().hex}")
+        _publish(shipped, lambda tmp: shutil.copytree(pkg.path, tmp, copy_function=_link_or_copy))
+    if is_local(str(spark.sparkContext.master)):
+        spark.sparkContext.addFile(str(shipped), recursive=True)
+        return name
+    archive = shipped.with_name(f"{name}.zip")
+    if not archive.exists():
+        _publish(archive, lambda tmp: _zip(shipped, tmp))
+    spark.sparkContext.addArchive(str(archive))
+    return archive.name
 
-        def link_or_copy(src: str, dst: str) -> None:
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
 
-        shutil.copytree(pkg.path, tmp, copy_function=link_or_copy)
-        try:
-            os.replace(tmp, shipped)
-        except OSError:  # another job shipped the same package meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-    spark.sparkContext.addFile(str(shipped), recursive=True)
-    return name
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _zip(directory: Path, dest: Path) -> None:
+    """The package's files, stored (a model file compresses little, and executors unpack it at once)."""
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_STORED) as z:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file():
+                z.write(path, path.relative_to(directory).as_posix())
+
+
+def _publish(dest: Path, make: Callable[[Path], object]) -> None:
+    """``make`` a file or directory under a temporary name next to ``dest``, then rename it into place
+    (content-named: another job that published it meanwhile published the same)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex}")
+    make(tmp)
+    try:
+        os.replace(tmp, dest)
+    except OSError:  # another job shipped the same package meanwhile (a directory in the way)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _uri(path: str | Path) -> str:
@@ -220,9 +248,10 @@ def _spark_error(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class SparkEngine:
-    """Scores on Spark: the active session, or one started on ``master`` (``spark_session.py``)."""
+    """Scores on Spark: the active session (on ``master`` when given), or one started on ``master``
+    (default ``local[*]``; ``spark_session.py``)."""
 
-    master: str = "local[*]"
+    master: str | None = None
     name: str = "spark"
 
     def run(self, plan: Plan) -> list[Counts]:
@@ -291,8 +320,11 @@ def _run(spark: Any, plan: Plan) -> Counts:
     rejected = _move_parts(work / "quarantine", staging / "_quarantine")
     shutil.rmtree(work, ignore_errors=True)
     if moved != rows_out or (rows_in is not None and rows_out + rejected != rows_in):
+        local = str(spark.sparkContext.master).startswith("local")
         raise FourfoldError(
             f"the Spark job wrote {moved:,} of {rows_out:,} scored + {rejected:,} rejected rows for "
             f"{'?' if rows_in is None else format(rows_in, ',')} input rows; nothing was committed"
-        )
+            + ("" if local else f" (on a cluster the staging directory {staging} must be on a filesystem "
+               "the driver and every executor see at the same path)")
+        )  # fmt: skip
     return Counts(rows_out + rejected, rows_out, rejected, hist)
