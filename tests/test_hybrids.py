@@ -1,0 +1,84 @@
+"""The seed's hybrids end to end, each through the parts a user runs.
+
+* Batch + Online: a nightly ``fourfold batch`` writes a churn model's scores into the online store as
+  entity features; ``fourfold serve`` of a second model reads them in ``/predict``.
+* Streaming + Online and Embedded + Online are tested where they live: ``tests/stream`` (the store
+  ``/predict`` reads holds the stream's windows within the checkpoint interval) and
+  ``tests/edge/test_cascade.py`` (the cascade against a real server).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import FEATURES, build
+from fourfold import Predictor, load_package, save_model
+from fourfold.batch import run_batch
+from fourfold.features import FeatureSet
+from fourfold.online.settings import ServeSettings
+from serving import running
+
+REQUEST = FEATURES[:4]
+
+
+def _definitions(features: list[dict[str, Any]]) -> FeatureSet:
+    return FeatureSet.from_dict({
+        "name": "accounts", "entities": [{"name": "user", "join_key": "user_id"}],
+        "sources": [{"name": "tx", "entity": "user"}], "features": features,
+    })  # fmt: skip
+
+
+def test_batch_writes_entity_features_that_predict_reads(tmp_path: Path) -> None:
+    import xgboost as xgb
+
+    churn, _, table = build("xgboost")  # the nightly model: scores each user from their x0..x4
+    nightly = save_model(churn, tmp_path / "churn", name="churn", sample=table,
+                         features=_definitions([{"name": f, "request": f} for f in FEATURES]))  # fmt: skip
+    rng = np.random.default_rng(5)
+    users = pa.table({"user_id": [f"u{i:04d}" for i in range(40)],
+                      **{f: rng.standard_normal(40) for f in FEATURES}})  # fmt: skip
+    pq.write_table(users, tmp_path / "users.parquet")
+    store = f"sqlite:///{tmp_path / 'features.db'}"
+    run_batch(model=str(nightly.path), input=str(tmp_path / "users.parquet"), output=store,
+              id_cols=("user_id",), partition="date=2025-04-15")  # fmt: skip
+    nightly_scores = dict(zip(users["user_id"].to_pylist(),
+                              Predictor(nightly).predict(users)["score"].tolist(), strict=True))  # fmt: skip
+
+    # the online model: the request's x0..x3 and the nightly churn score of the user
+    x = rng.standard_normal((2000, 5))
+    y = (x[:, 0] + 2 * x[:, 4] > 0.3).astype(int)
+    ranker = xgb.XGBClassifier(n_estimators=20, max_depth=3, n_jobs=1).fit(x, y)
+    names = [*REQUEST, "score"]
+    sample = pa.table({n: x[:256, j] for j, n in enumerate(names)})
+    defs = _definitions([*({"name": f, "request": f} for f in REQUEST), {"name": "score", "entity": "user"}])
+    online = save_model(ranker, tmp_path / "ranker", name="ranker", sample=sample, features=defs)
+    predictor = Predictor(load_package(online.path))
+    settings = ServeSettings(model=str(online.path), store=store, access_log=False, cache_size=0)
+    with running(settings) as base:
+        for user in ("u0003", "u0017", "u0039"):
+            request = {
+                "user_id": user,
+                **{f: float(v) for f, v in zip(REQUEST, rng.standard_normal(4), strict=True)},
+            }
+            answer = httpx.post(base + "/predict", json=request)
+            assert answer.status_code == 200, answer.text
+            body = answer.json()
+            assert body["entity_found"] is True
+            row = {**{f: request[f] for f in REQUEST}, "score": nightly_scores[user]}
+            assert body["score"] == pytest.approx(predictor.predict_one(row)["score"], abs=1e-6)
+        unknown = httpx.post(base + "/predict", json={"user_id": "nobody", **dict.fromkeys(REQUEST, 0.0)})
+        # a user the nightly job never scored: no default for the score, which the model needs
+        assert unknown.status_code == 422, unknown.text
+        assert "'score'" in unknown.json()["error"]
+        sent = httpx.post(
+            base + "/predict", json={"user_id": "u0003", **dict.fromkeys(REQUEST, 0.0), "score": 1.0}
+        )
+        assert sent.status_code == 422  # a computed feature the caller may not send
+        assert "score" in sent.json()["error"]
