@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OnnxRunner", "session_options"]
+__all__ = ["OnnxRunner", "raw_form", "session_options"]
 
 
 def session_options(ort: Any, threads: int = 1) -> Any:
@@ -67,9 +67,15 @@ class OnnxRunner:
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
         (y,) = self._run(self._outputs, {self._input_name: np.ascontiguousarray(x)}, None)
-        y = np.asarray(y, dtype=np.float64)
-        if self.task == "multiclass":
-            return y
-        if y.ndim == 2 and y.shape[1] == 2 and self.task == "binary":
-            return y[:, 1]
-        return y.reshape(len(x))
+        return raw_form(y, self.task, len(x))
+
+
+def raw_form(y: Any, task: str, rows: int) -> np.ndarray:
+    """An ONNX model's output as the raw form every runtime returns: class probabilities (multiclass),
+    the positive class's probability (binary), the value (regression) - float64."""
+    out = np.asarray(y, dtype=np.float64)
+    if task == "multiclass":
+        return out
+    if out.ndim == 2 and out.shape[1] == 2 and task == "binary":
+        return out[:, 1]
+    return out.reshape(rows)

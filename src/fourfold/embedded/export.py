@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from fourfold.embedded import bundle
-from fourfold.embedded.gate import GateResult, base_rows, one_row_p50_us, verify
+from fourfold.embedded.gate import GateResult, one_row_p50_us, verify
 from fourfold.embedded.targets import FORMATS, Exported, get_exporter
 from fourfold.errors import InvalidOptionError, ParityError
+from fourfold.model.compile import base_rows
 from fourfold.model.package import ModelPackage
 from fourfold.registry import resolve
 

@@ -30,7 +30,7 @@ from fourfold.model.check import RowCheck
 from fourfold.model.package import ModelPackage
 from fourfold.model.parity import ParityReport, boundary_probes, compare, split_probes, tree_splits
 
-__all__ = ["QUANTIZED_TOLERANCE", "GateResult", "base_rows", "one_row_p50_us", "verify"]
+__all__ = ["QUANTIZED_TOLERANCE", "GateResult", "one_row_p50_us", "verify"]
 
 QUANTIZED_TOLERANCE = 0.01
 QUANTIZED_BEYOND_SHARE = 0.01
@@ -73,16 +73,6 @@ class GateResult:
         if self.parity is None or "sample" not in self.parity.groups:
             return 0
         return self.parity.groups["sample"].label_flips
-
-
-def base_rows(pkg: ModelPackage, seed: int = 0) -> np.ndarray:
-    """The package's sample rows the model can score (float64), or standard-normal rows without one."""
-    sample = pkg.sample()
-    if sample is not None and sample.num_rows:
-        checked = RowCheck(pkg.signature, np.float64).check(sample)
-        if len(checked.x):
-            return checked.x
-    return np.random.default_rng(seed).standard_normal((256, len(pkg.signature.inputs)))
 
 
 def _splits(pkg: ModelPackage, staging: Path, exported: Exported) -> list[tuple[int, float]]:

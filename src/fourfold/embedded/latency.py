@@ -16,8 +16,8 @@ import numpy as np
 
 from fourfold.edge import CascadeModel, EdgeModel
 from fourfold.embedded.export import export_bundle
-from fourfold.embedded.gate import base_rows
 from fourfold.errors import FourfoldError
+from fourfold.model.compile import base_rows
 from fourfold.model.package import ModelPackage
 from fourfold.model.predictor import Predictor
 from fourfold.registry import resolve

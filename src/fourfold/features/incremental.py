@@ -49,8 +49,8 @@ from fourfold.features.definitions import (
     RequestFeature,
     WindowedFeature,
 )
+from fourfold.features.event_rules import EventRules, show, timestamp_ms
 from fourfold.features.sliding import (
-    BIG,
     COUNT,
     DISTINCT,
     LAST,
@@ -84,8 +84,6 @@ __all__ = [
 
 Timestamp = int | datetime | np.datetime64
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_TS_MIN, _TS_MAX = -(2**63), 2**63 - 1
-_MISSING: Any = object()
 _NAN = math.nan
 _CODES = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX,
           "count_distinct": DISTINCT, "last": LAST}  # fmt: skip
@@ -129,53 +127,6 @@ class Rejected:
     event: Mapping[str, Any]
 
 
-def _show(v: Any) -> str:
-    return "None" if v is None else f"{type(v).__name__} {v!r:.80}"
-
-
-def timestamp_ms(value: Any) -> int:
-    """``value`` as int milliseconds since the epoch; raises ``ValueError`` naming what it got.
-
-    >>> timestamp_ms(datetime(1970, 1, 1, 0, 0, 1, 999)), timestamp_ms(np.datetime64(-1, "us"))
-    (1000, -1)
-    """
-    if type(value) is int or (isinstance(value, numbers.Integral) and not isinstance(value, bool)):
-        t = int(value)
-    elif isinstance(value, datetime):
-        d = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)) - _EPOCH
-        t = (d.days * 86_400 + d.seconds) * 1000 + d.microseconds // 1000  # floors: microseconds >= 0
-    elif isinstance(value, np.datetime64) and not np.isnat(value):
-        t = int(value.astype("datetime64[ms]").astype(np.int64))  # numpy floors too
-    else:
-        raise ValueError(f"must be int milliseconds, a datetime or a numpy datetime64, got {_show(value)}")
-    if not _TS_MIN <= t <= _TS_MAX:
-        raise ValueError(f"is out of the int64 millisecond range, got {_show(value)}")
-    return t
-
-
-def _number(v: Any) -> float | None:
-    """``v`` as a finite float, or None; bools are not numbers here."""
-    if type(v) is float:
-        return v if v - v == 0.0 else None  # false for NaN and infinities
-    if isinstance(v, numbers.Real) and not isinstance(v, bool):
-        try:
-            f = float(v)
-        except OverflowError:
-            return None
-        return f if f - f == 0.0 else None
-    return None
-
-
-def _distinct_value(v: Any) -> str | int | float | None:
-    if type(v) is str or type(v) is int:
-        return v
-    if isinstance(v, str):
-        return str(v)
-    if isinstance(v, numbers.Integral) and not isinstance(v, bool):
-        return int(v)
-    return _number(v)
-
-
 def _source(fs: FeatureSet) -> EventSource:
     names = sorted({f.source for f in fs.windowed})
     if len(names) > 1:
@@ -194,31 +145,7 @@ def _source(fs: FeatureSet) -> EventSource:
 def _seq_number(seq: Any) -> int:
     if isinstance(seq, numbers.Integral) and not isinstance(seq, bool) and 0 < int(seq) < _SEQ_END:
         return int(seq)
-    raise ValueError(f"seq must be an int from 1 to 2**63 - 1 (the event's arrival number), got {_show(seq)}")
-
-
-def _plain_event(key: str, ts: str, columns: tuple[tuple[str, bool], ...], request: tuple[str, ...]) -> Any:
-    """``event -> (key, t, values, request) | None``: :meth:`IncrementalEngine._validate`'s answer for the
-    common event - a non-empty string key, an int timestamp, plain floats under ``BIG`` in the numeric
-    columns and request fields - as one compiled expression; None sends any other event to the rules.
-    (Only numeric columns: a count_distinct column takes the rules' path.)"""
-    if not all(numeric for _, numeric in columns):
-        return lambda event: None
-    names = [name for name, _ in columns] + list(request)
-    gets = "".join(f"v{i} = event.get({n!r}); " for i, n in enumerate(names))
-    tests = "".join(f" and type(v{i}) is float and -BIG < v{i} < BIG" for i in range(len(names)))
-    cols = ", ".join(f"v{i}" for i in range(len(columns)))
-    req = ", ".join(f"v{i}" for i in range(len(columns), len(names)))
-    source = (
-        f"def plain(event):\n"
-        f"    k = event.get({key!r}); t = event.get({ts!r}); {gets}\n"
-        f"    if type(k) is str and k and type(t) is int and TS_MIN <= t <= TS_MAX{tests}:\n"
-        f"        return k, t, [{cols}], [{req}]\n"
-        f"    return None\n"
-    )
-    scope: dict[str, Any] = {"BIG": BIG, "TS_MIN": _TS_MIN, "TS_MAX": _TS_MAX}
-    exec(source, scope)  # the names are repr()-quoted literals
-    return scope["plain"]
+    raise ValueError(f"seq must be an int from 1 to 2**63 - 1 (the event's arrival number), got {show(seq)}")
 
 
 class IncrementalEngine:
@@ -254,10 +181,10 @@ class IncrementalEngine:
         self._tracks: dict[Key, Track] = {}
         self._seq = 0
         self._track_min = _TRACK_MIN
-        self._huge = False  # the last validated event had a number too large for the running sums
         self._columns = tuple(zip(self.layout.columns, self.layout.numeric, strict=True))
         self._request = tuple(f.field for f in feature_set.request)
-        self._plain = _plain_event(self.key_column, self.timestamp_column, self._columns, self._request)
+        self._rules = EventRules(self.key_column, self.timestamp_column, self._columns, self._request)
+        self._plain, self._validate = self._rules.plain, self._rules.validate
         windows = sorted({(f.window.ms, f.hop.ms if f.hop else 0) for f in feature_set.windowed})
         col_index = {c: i for i, c in enumerate(self.layout.columns)}
         self._windows = tuple(windows)
@@ -359,7 +286,7 @@ class IncrementalEngine:
         if parsed is None:  # not the common shape: every rule, with the reason
             parsed = self._validate(event)
         if isinstance(parsed, str):
-            self._huge = False
+            self._rules.huge = False
             return Rejected(parsed, event)
         key, t, values, request = parsed
         st = self._states.get(key)
@@ -381,7 +308,7 @@ class IncrementalEngine:
                         f"seq {tr.newest}: give each key's events increasing sequence numbers"
                     )
             if t < st.max_ts - self._lateness:
-                self._huge = False
+                self._rules.huge = False
                 return Late(st.max_ts - self._lateness - t, event)
             if tr is not None and tr.at is not None and t >= tr.at:
                 windowed = self._sliding.slide(st, tr, t)
@@ -391,8 +318,8 @@ class IncrementalEngine:
                 windowed = self._sliding.build(st, tr, t)
             else:
                 windowed = self._aggregate(st, t)
-        if self._huge:
-            self._huge = False
+        if self._rules.huge:
+            self._rules.huge = False
             if tr is not None:
                 tr.exact = False
         if seq is None:
@@ -423,62 +350,6 @@ class IncrementalEngine:
         except ValueError as exc:
             raise InputError(f"read(): the time {exc}") from None
         return dict(zip(self._windowed_names, self._aggregate(self._settled(key), t), strict=True))
-
-    def _validate(self, event: Mapping[str, Any]) -> tuple[Key, int, list[Any], list[float]] | str:
-        key = event.get(self.key_column)
-        if type(key) is not str or not key:
-            if isinstance(key, numbers.Integral) and not isinstance(key, bool):
-                key = int(key)
-            elif isinstance(key, str) and key:
-                key = str(key)
-            else:
-                if key is None:
-                    return f"key field {self.key_column!r} is missing"
-                need = "must be a non-empty string or an integer"
-                return f"key field {self.key_column!r} {need}, got {_show(key)}"
-        raw = event.get(self.timestamp_column)
-        if type(raw) is int and _TS_MIN <= raw <= _TS_MAX:
-            t: int = raw
-        elif raw is None:
-            return f"timestamp field {self.timestamp_column!r} is missing"
-        else:
-            try:
-                t = timestamp_ms(raw)
-            except ValueError as exc:
-                return f"timestamp field {self.timestamp_column!r} {exc}"
-        values: list[Any] = []
-        for name, numeric in self._columns:
-            v = event.get(name, _MISSING)
-            if v is _MISSING:
-                return f"field {name!r} is missing"
-            if numeric:
-                if type(v) is float and -1e300 < v < 1e300:  # the common case, without a call (BIG)
-                    values.append(v)
-                    continue
-                x = float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _number(v)
-                if x is None:
-                    return f"field {name!r} must be a finite number, got {_show(v)}"
-                if not -BIG < x < BIG:
-                    self._huge = True
-                values.append(x)
-            else:
-                d = _distinct_value(v)
-                if d is None:
-                    return f"field {name!r} must be a string or a finite number, got {_show(v)}"
-                values.append(d)
-        request: list[float] = []
-        for name in self._request:
-            v = event.get(name, _MISSING)
-            if type(v) is float and -BIG < v < BIG:  # the common case, without a call
-                request.append(v)
-                continue
-            if v is _MISSING:
-                return f"field {name!r} is missing"
-            x = float(v) if type(v) is int and -(2**53) <= v <= 2**53 else _number(v)
-            if x is None:
-                return f"field {name!r} must be a finite number, got {_show(v)}"
-            request.append(x)
-        return key, t, values, request
 
     def _aggregate(self, st: KeyState | None, t: int) -> list[float]:
         """The windows at ``t`` by bisects and C-level passes: for out-of-order events and :meth:`read`."""

@@ -28,7 +28,7 @@ from fourfold.model.package import ModelPackage, load_package, replace_dir, sha2
 from fourfold.model.parity import ParityReport, boundary_probes, compare, split_probes, tree_splits
 from fourfold.model.runtimes import OnnxRuntime
 
-__all__ = ["choose_runtime", "compile_package"]
+__all__ = ["base_rows", "choose_runtime", "compile_package"]
 
 ONNX_FILE = "onnx/model.onnx"
 C_DIR = "c"
@@ -64,7 +64,7 @@ def compile_package(
         raise ConversionError(f"converting {pkg.label} ({pkg.flavor}) to ONNX failed: {exc}") from exc
 
     native = pkg.load_native(trusted=trusted)
-    base = _base_rows(pkg, seed)
+    base = base_rows(pkg, seed)
     report = _parity(pkg, base, native.predict_raw, runtime.predict_raw, proto, probes=probes, seed=seed)
     if not report.passed and not force:
         worst = report.worst
@@ -215,7 +215,7 @@ def choose_runtime(candidates: dict[str, Any], base: np.ndarray) -> dict[str, An
     }
 
 
-def _base_rows(pkg: ModelPackage, seed: int) -> np.ndarray:
+def base_rows(pkg: ModelPackage, seed: int = 0) -> np.ndarray:
     """The package's sample rows the model can score (float64), or standard-normal rows without one."""
     sample = pkg.sample()
     if sample is not None and sample.num_rows:

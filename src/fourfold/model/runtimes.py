@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fourfold.edge.onnx_runner import raw_form, session_options
 from fourfold.extras import require
 from fourfold.model.signature import Task
 
@@ -35,10 +36,7 @@ class OnnxRuntime:
 
     def __init__(self, model: Path | bytes, *, task: Task, threads: int = 1) -> None:
         ort = require("onnxruntime", "onnx", "running a model with ONNX Runtime")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts = session_options(ort, threads)  # the edge runtime's: the same session a device builds
         source = str(model) if isinstance(model, Path) else model
         self.session = ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
         inp = self.session.get_inputs()[0]
@@ -55,9 +53,4 @@ class OnnxRuntime:
         if x.dtype != self.input_dtype:
             x = x.astype(self.input_dtype)
         (y,) = self._run(self._outputs, {self.input_name: x}, None)
-        y = np.asarray(y, dtype=np.float64)
-        if self.task == "multiclass":
-            return y
-        if y.ndim == 2 and y.shape[1] == 2 and self.task == "binary":
-            return y[:, 1]
-        return y.reshape(len(x))
+        return raw_form(y, self.task, len(x))
