@@ -53,6 +53,7 @@ QUIX = "quixstreams==3.28.1"
 # the scoring libraries at the repo venv's versions, so every leg scores with the same code
 SCORING = ["numpy", "pyarrow", "onnxruntime", "xgboost-cpu", "pyyaml", "filelock"]
 FOURFOLD = REPO / ".venv" / "bin" / "fourfold"
+WRAP = __import__("os").environ.get("BENCH_WRAP", "").split()
 WARMUP_S = 1.0
 Events = list[tuple[bytes, bytes, bytes]]  # (event id as the output key, user_id key, JSON value)
 
@@ -172,7 +173,7 @@ def legs(quix_events: int, only: set[str]) -> list[Leg]:
     out = [
         Leg("hand", lambda a: [sys.executable, f"{here}/hand_loop.py", *a]),
         Leg("quix", lambda a: [quix, f"{here}/quix_leg.py", *a], events_cap=quix_events),
-        Leg("fourfold", lambda a: [str(FOURFOLD), "stream", *a], skip=skip),
+        Leg("fourfold", lambda a: [*WRAP, str(FOURFOLD), "stream", *a], skip=skip),
         Leg("fourfold-eos", lambda a: [str(FOURFOLD), "stream", *a, "--exactly-once"], skip=skip),
     ]
     return [leg for leg in out if leg.name in only]

@@ -209,29 +209,47 @@ def test_the_probes_are_routes_of_the_server(generate: Any, package: Path) -> No
     assert env["FOURFOLD_PORT"] == str(container["ports"][0]["containerPort"])
 
 
-def test_the_stream_probe_asks_the_health_server_it_starts(generate: Any) -> None:
+def test_the_stream_probes_and_scrape_reach_the_health_server_it_starts(generate: Any) -> None:
+    import urllib.error
     import urllib.request
 
+    from fourfold.stream import StreamOptions
     from fourfold.stream.metrics import HealthServer, StreamMetrics
 
     deployment = load_resources(generate("--pattern", "stream", *PATTERN_ARGS["stream"]))["Deployment"]
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    command = container["livenessProbe"]["exec"]["command"]
-    port = int(container["args"][container["args"].index("--metrics-port") + 1])
-    assert command[:2] == ["python", "-c"]
-    assert f"127.0.0.1:{port}/healthz" in command[2]
-    server = HealthServer(StreamMetrics(), lambda: (True, "ok"), 0)
+    template = deployment["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    args = container["args"]
+    port = int(args[args.index("--metrics-port") + 1])
+    host = args[args.index("--metrics-host") + 1]
+    assert host == "0.0.0.0"  # the kubelet and Prometheus come over the pod's IP, not its loopback
+    [declared] = container["ports"]
+    assert (declared["name"], declared["containerPort"]) == ("metrics", port)
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+    # the arguments are the stream command's own: its options take them
+    assert (
+        StreamOptions("m", "in.jsonl", "out.jsonl", metrics_port=port, metrics_host=host).metrics_host == host
+    )
+    path = container["livenessProbe"]["httpGet"]["path"]
+    server = HealthServer(StreamMetrics(prometheus=True), lambda: (True, "ok"), 0, host="127.0.0.1")
     try:
-        # the probe's own code, pointed at a real HealthServer
-        code = command[2].replace(f":{port}/", f":{server.port}/")
-        assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 0
-        assert urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=2).status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}{path}", timeout=2) as r:
+            assert r.status == 200
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=2) as r:
+            metrics = r.read()
+        assert b"fourfold_stream_events_total" in metrics
     finally:
         server.close()
-    sick = HealthServer(StreamMetrics(), lambda: (False, "stalled"), 0)
+    sick = HealthServer(StreamMetrics(), lambda: (False, "stalled"), 0, host="127.0.0.1")
     try:
-        code = command[2].replace(f":{port}/", f":{sick.port}/")
-        assert subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=30).returncode != 0
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"http://127.0.0.1:{sick.port}{path}", timeout=2)
+        assert err.value.code == 503
+        err.value.close()
     finally:
         sick.close()
 

@@ -191,6 +191,8 @@ def test_sigterm_finishes_the_batch_and_exits(tmp_path: Path, fraud_model: Path)
         ({"threshold": 1.5}, "--threshold"),
         ({"group": "bad group"}, "--group"),
         ({"metrics_port": 70000}, "--metrics-port"),
+        ({"metrics_host": ""}, "--metrics-host"),
+        ({"metrics_host": "127.0.0.1 9100"}, "--metrics-host"),
         ({"commit_interval_ms": -1}, "--commit-interval-ms"),
         ({"commit_interval_ms": 3_600_000}, "--commit-interval-ms"),
         ({"sink": "out.txt"}, "kafka://"),

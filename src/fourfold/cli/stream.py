@@ -78,8 +78,11 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="This process's stable name in the group (its Kafka transactional id)."),
         ] = None,
         metrics_port: Annotated[
-            int | None, typer.Option(help="Serve /healthz and /metrics on 127.0.0.1:PORT.")
+            int | None, typer.Option(help="Serve /healthz and /metrics on --metrics-host:PORT.")
         ] = None,
+        metrics_host: Annotated[
+            str, typer.Option(help="The address /healthz and /metrics listen on (0.0.0.0 in a pod).")
+        ] = "127.0.0.1",
         runtime: Annotated[
             str, typer.Option(help="auto (the runtime the package was compiled for), native, onnx or c.")
         ] = "auto",
@@ -91,7 +94,7 @@ def register(app: typer.Typer) -> None:
             uri, source, sink, dlq, group=group, store=store, features=features, exactly_once=exactly_once,
             threshold=threshold, id_field=id_field, with_features=not no_features, batch_size=batch_size,
             max_wait_ms=max_wait_ms, commit_interval_ms=commit_interval_ms, follow=follow, instance=instance,
-            metrics_port=metrics_port,
+            metrics_port=metrics_port, metrics_host=metrics_host,
             runtime=runtime,
         )  # fmt: skip
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -166,7 +166,7 @@ def run_stream(
         )  # fmt: skip
         metrics.lag = source.lag
         if o.metrics_port is not None:
-            health = HealthServer(metrics, processor.healthy, o.metrics_port)
+            health = HealthServer(metrics, processor.healthy, o.metrics_port, host=o.metrics_host)
         processor.start()
         if on_ready is not None:
             on_ready(processor, health)

@@ -14,6 +14,7 @@ only (``StreamMetrics.counts``) and no endpoint is served.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections import Counter
@@ -104,10 +105,21 @@ class StreamMetrics:
         return bytes(pc.generate_latest(self.registry))
 
 
-class HealthServer:
-    """``/healthz`` (200 while the loop is alive, else 503) and ``/metrics`` on 127.0.0.1:``port``."""
+class _HTTP6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
-    def __init__(self, metrics: StreamMetrics, healthy: Callable[[], tuple[bool, str]], port: int) -> None:
+
+class HealthServer:
+    """``/healthz`` (200 while the loop is alive, else 503) and ``/metrics`` on ``host``:``port``."""
+
+    def __init__(
+        self,
+        metrics: StreamMetrics,
+        healthy: Callable[[], tuple[bool, str]],
+        port: int,
+        *,
+        host: str = "127.0.0.1",
+    ) -> None:
         if not 0 <= port <= 65535:
             raise InvalidOptionError(f"--metrics-port must be 0..65535, got {port}")
         if metrics.registry is None:
@@ -134,9 +146,13 @@ class HealthServer:
                 pass
 
         try:
-            self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            server_class = _HTTP6Server if ":" in host else ThreadingHTTPServer
+            self.server = server_class((host, port), Handler)
         except OSError as exc:
-            raise InvalidOptionError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}") from None
+            why = exc.strerror or str(exc)
+            raise InvalidOptionError(
+                f"--metrics-host/--metrics-port: cannot listen on {host}:{port}: {why}"
+            ) from None
         self.port = int(self.server.server_address[1])
         self._thread = threading.Thread(target=self.server.serve_forever, name="fourfold-health", daemon=True)
         self._thread.start()

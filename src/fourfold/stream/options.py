@@ -37,6 +37,7 @@ class StreamOptions:
     follow: bool = False
     instance: str | None = None  # this process's stable name in the group (the transactional id)
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # 0.0.0.0 in a pod: the kubelet's probes and Prometheus come over its IP
     max_keys: int = 200_000
     runtime: str = "auto"
 
@@ -71,6 +72,10 @@ class StreamOptions:
             raise InvalidOptionError(f"--commit-interval-ms must be 0..60000, got {self.commit_interval_ms}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise InvalidOptionError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
+        if not self.metrics_host or any(c.isspace() for c in self.metrics_host):
+            raise InvalidOptionError(
+                f"--metrics-host must be an address to listen on, got {self.metrics_host!r:.80}"
+            )
         if self.max_keys < 1:
             raise InvalidOptionError(f"--max-keys must be >= 1, got {self.max_keys}")
         if not self.id_field:

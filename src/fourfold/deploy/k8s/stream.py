@@ -2,8 +2,8 @@
 PodDisruptionBudget (one rebalance at a time), and a KEDA ``ScaledObject`` on the group's Kafka lag.
 
 Replicas never exceed the topic's partitions: a consumer beyond them is assigned none. The stream's
-``/healthz`` listens on 127.0.0.1 only (``stream.metrics.HealthServer``), so the kubelet cannot reach
-it over the pod IP: the probes run inside the container (``exec``) with the image's Python.
+``/healthz`` and ``/metrics`` listen on the pod's IP (``--metrics-host 0.0.0.0``): the kubelet probes
+``/healthz`` and Prometheus scrapes ``/metrics`` on the container's ``metrics`` port.
 """
 
 from __future__ import annotations
@@ -31,25 +31,26 @@ def resources(common: Common, stream: Stream, model: ModelInfo, uri: str) -> dic
     return out
 
 
-def _health(port: int) -> dict[str, Any]:
-    check = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port}/healthz', timeout=2)"
-    return {"exec": {"command": ["python", "-c", check]}}
+def _health() -> dict[str, Any]:
+    return {"httpGet": {"path": "/healthz", "port": "metrics"}}
 
 
 def _deployment(
     name: str, lbls: dict[str, str], common: Common, stream: Stream, model: ModelInfo, uri: str
 ) -> dict[str, Any]:
     args = ["stream", pods.model_uri(common, model), "--source", stream.source, "--sink", stream.sink,
-            "--group", stream.group, "--metrics-port", str(stream.metrics_port)]  # fmt: skip
+            "--group", stream.group, "--metrics-port", str(stream.metrics_port),
+            "--metrics-host", "0.0.0.0"]  # fmt: skip
     if stream.dlq is not None:
         args += ["--dlq", stream.dlq]
     if common.store is not None:
         args += ["--store", common.store]
-    health = _health(stream.metrics_port)
+    health = _health()
     container = {
         "name": "stream",
         "args": args,
         "env": pods.env(common, {}),
+        "ports": [{"name": "metrics", "containerPort": stream.metrics_port, "protocol": "TCP"}],
         "startupProbe": {**health, "periodSeconds": 2, "timeoutSeconds": 3, "failureThreshold": 60},
         "livenessProbe": {**health, "periodSeconds": 15, "timeoutSeconds": 3, "failureThreshold": 3},
     }  # fmt: skip
@@ -65,7 +66,17 @@ def _deployment(
         "selector": {"matchLabels": pods.selector(name)},
         # one consumer at a time leaves and joins the group: each change is a rebalance
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
-        "template": {"metadata": {"labels": lbls}, "spec": pod},
+        "template": {
+            "metadata": {
+                "labels": lbls,
+                "annotations": {
+                    "prometheus.io/scrape": "true",
+                    "prometheus.io/port": str(stream.metrics_port),
+                    "prometheus.io/path": "/metrics",
+                },
+            },
+            "spec": pod,
+        },
     }
     return {
         "apiVersion": "apps/v1",
