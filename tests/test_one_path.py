@@ -1,8 +1,9 @@
 """The same answer everywhere: one row gets one score, or one rejection with one reason, whichever pattern
 scores it - ``Predictor.predict``, ``/predict`` (windows read from a real store), ``/predict/batch``, the
 Open Inference Protocol, the local batch engine (with the windows as input columns, and computed
-point-in-time from the event log), the Spark engine and the edge bundle (``fourfold export``, loaded by
-the vendorable runtime, with the runtime's own check).
+point-in-time from the event log), the Spark engine, the edge bundle (``fourfold export``, loaded by
+the vendorable runtime, with the runtime's own check) and the stream (each row an event at the server's
+clock, its windows from the state the store holds - an event never sees another at its own time).
 
 Rows are drawn by Hypothesis: request fields near the model's split thresholds and its decision
 threshold, extreme values (beyond float32: the package serves on ONNX Runtime's float32), nulls,
@@ -11,7 +12,9 @@ booleans and text, for known and unknown users.
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -38,6 +41,7 @@ from fourfold.model.check import F32_OVERFLOW
 from fourfold.model.parity import boundary_probes, tree_splits
 from fourfold.model.signature import Feature, Signature
 from fourfold.online.settings import ServeSettings
+from fourfold.stream import StreamOptions, run_stream
 from serving import running
 
 REQUEST = ("amount", "merchant_category", "device")
@@ -169,6 +173,37 @@ def _batch_results(world: World, table: pa.Table, **kw: Any) -> dict[int, Any]:
     return got
 
 
+def _stream_results(world: World, rows: list[dict[str, Any]]) -> dict[int, Any]:
+    """``event_id -> score`` from a real ``fourfold stream`` run over a JSONL log of ``rows`` (each an event
+    at the server's clock), on a copy of the server's store; ``-> reason`` from its dead letters."""
+    world.runs += 1
+    job = world.root / f"stream-{world.runs}"
+    job.mkdir()
+    with (
+        closing(sqlite3.connect(world.root / "features.db")) as src,
+        closing(sqlite3.connect(job / "features.db")) as dst,
+    ):
+        src.backup(dst)
+    events = [
+        {"event_id": r["_row"], "user_id": r["user_id"], "event_time": world.now, "merchant_id": "m-1",
+         **{f: r[f] for f in REQUEST}}
+        for r in rows
+    ]  # fmt: skip
+    (job / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    out, dlq = job / "out.jsonl", job / "dlq.jsonl"
+    run_stream(StreamOptions("models:/fraud/production", str(job / "events.jsonl"), str(out), str(dlq),
+                             store=f"sqlite:///{job / 'features.db'}"))  # fmt: skip
+    got: dict[int, Any] = {}
+    for line in out.read_text().splitlines():
+        record = json.loads(line)
+        got[record["event_id"]] = record["score"]
+    for line in dlq.read_text().splitlines() if dlq.exists() else []:
+        letter = json.loads(line)
+        assert letter["code"] == "invalid", letter
+        got[json.loads(letter["payload"])["event_id"]] = letter["reason"]
+    return got
+
+
 @settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_every_pattern_gives_the_same_score_or_the_same_reason(
@@ -227,6 +262,9 @@ def test_every_pattern_gives_the_same_score_or_the_same_reason(
     if good:
         scored = httpx.post(world.base + "/predict/batch", json={"rows": good}).json()["predictions"]
         assert [s["score"] for s in scored] == [expected[r["_row"]] for r in rows if r["_row"] not in bad]
+
+    # the stream: every row an event, decided or dead-lettered with the reason the check gives
+    assert _stream_results(world, rows) == expected
 
     # the typed rows (and the decision-boundary probes, full feature rows) through the columnar patterns
     typed = [(r, f) for r, f in zip(rows, full, strict=True) if _typed(r)]

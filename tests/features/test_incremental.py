@@ -616,3 +616,27 @@ def test_the_compiled_check_of_a_plain_event_agrees_with_the_rules(event: dict[s
     engine = IncrementalEngine(FeatureSet.from_dict(_NUMERIC))
     fast = engine._plain(event)
     assert fast is None or fast == engine._validate(event)  # None: the rules decide, with the reason
+
+
+def test_request_fields_left_to_the_callers_check_are_neither_checked_nor_returned() -> None:
+    fs = FeatureSet.from_dict(
+        {
+            "name": "req",
+            "entities": [{"name": "user", "join_key": "user_id"}],
+            "sources": [{"name": "tx", "entity": "user", "timestamp": "ts"}],
+            "features": [
+                {"name": "device", "request": "device"},
+                {"name": "n", "source": "tx", "agg": "count", "window": "1h"},
+            ],
+        }
+    )
+    event = {"user_id": "u", "ts": 1000, "device": None}
+    own = IncrementalEngine(fs).process(event)
+    assert isinstance(own, Rejected)
+    assert "'device'" in own.reason
+    left = IncrementalEngine(fs, request_fields=False)
+    assert scored(left.process(event)) == {"n": 0.0}
+    assert scored(left.process({**event, "ts": 2000, "device": "text"})) == {"n": 1.0}
+    refused = left.process({"user_id": "u", "device": 1.0})
+    assert isinstance(refused, Rejected)
+    assert left.about_key_or_time(refused.reason)

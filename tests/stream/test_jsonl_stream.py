@@ -88,6 +88,46 @@ def test_bad_events_go_to_the_dead_letters_with_reasons_and_nothing_else_is_drop
     assert all(d["source"] == str(tmp_path / "events.jsonl") and d["offset"] >= 0 for d in dead)
 
 
+_MISSING = object()
+
+
+@pytest.mark.parametrize("field", ["amount", "merchant_category", "device"])
+@pytest.mark.parametrize("value", [None, True, "12", [1.0], {"v": 1}, _MISSING, 1e300])
+def test_a_request_field_the_model_refuses_gets_the_model_checks_reason(
+    tmp_path: Path, fraud_model: Path, field: str, value: Any
+) -> None:
+    """The reason every pattern gives (``Predictor.check``, ``/predict``, batch): not the engine's own
+    wording, for a field the windows read too (amount) or only the model (device); the windows still fold
+    an event whose window columns are good (the offline engine does too)."""
+    from fourfold import Predictor, load_package
+
+    events = demo_events(50)
+    bad = {k: v for k, v in events[-1].items() if k != field} | {"event_id": 9001}
+    if value is not _MISSING:
+        bad[field] = value
+    write_jsonl(tmp_path / "events.jsonl", [json.dumps(e) for e in events] + [json.dumps(bad)])
+    summary = run_stream(options(tmp_path, fraud_model))
+    [letter] = read_jsonl(tmp_path / "dead.jsonl")
+    assert summary.decided == len(events)
+    assert letter["code"] == "invalid"
+    pkg = load_package(fraud_model)
+    request = {f.name: f.field for f in FRAUD_FEATURES.request}
+    row = {name: bad[src] for name, src in request.items() if src in bad}
+    row |= {n: 0.0 for n in Predictor(pkg).signature.feature_names if n not in request}
+    if value is _MISSING:  # the assembly's rule, as /predict's 422 words it
+        from fourfold.errors import InputError
+        from fourfold.features.assemble import Assembly
+
+        with pytest.raises(InputError) as err:
+            Assembly(Predictor(pkg).signature.feature_names, FRAUD_FEATURES).check_fields(
+                bad, where="the event", unknown=False
+            )
+        assert letter["reason"] == str(err.value)
+    else:
+        assert letter["reason"] == Predictor(pkg).check([row]).reason(0)
+    assert field in letter["reason"]
+
+
 def test_a_restart_continues_after_the_checkpoint_without_counting_an_event_twice(
     tmp_path: Path, fraud_model: Path
 ) -> None:

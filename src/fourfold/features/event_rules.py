@@ -87,6 +87,10 @@ class EventRules:
         self.huge = False
         self.plain = _plain_event(key, ts, columns, request)
 
+    def about_key_or_time(self, reason: str) -> bool:
+        """Whether ``reason`` (from :meth:`validate`) is about the key or the timestamp field."""
+        return reason.startswith((f"key field {self.key!r}", f"timestamp field {self.ts!r}"))
+
     def validate(self, event: Mapping[str, Any]) -> tuple[Key, int, list[Any], list[float]] | str:
         key = event.get(self.key)
         if type(key) is not str or not key:

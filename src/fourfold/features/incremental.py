@@ -163,13 +163,19 @@ class IncrementalEngine:
     falls in. The values are exactly those of those passes (``math.fsum``, ``min``, ``max``, ``set``).
     """
 
-    def __init__(self, feature_set: FeatureSet, *, renumber: bool = False) -> None:
-        """``renumber``: an event whose sequence number is not above its key's newest - the key's state
+    def __init__(
+        self, feature_set: FeatureSet, *, renumber: bool = False, request_fields: bool = True
+    ) -> None:
+        """``request_fields`` False: the request fields are not the engine's to check - the caller's
+        model check does, with its own reasons (the stream processor) - and :meth:`process` leaves them
+        out; the columns the windows read are checked either way.
+
+        ``renumber``: an event whose sequence number is not above its key's newest - the key's state
         was written by another writer, e.g. ``OnlineFeatures.materialize`` of a batch job, numbering its
         events its own way - takes the number after the newest instead of raising. Arrival order is
         kept (it came after every event the state holds), and it is deterministic: a restart from a
-        checkpoint has the same state and assigns the same numbers. The stream processor sets it (its
-        numbers are input offsets, which start again with every log)."""
+        checkpoint has the same state and assigns the same numbers. The stream processor sets both
+        (its numbers are input offsets, which start again with every log)."""
         source = _source(feature_set)
         self._renumber = renumber
         self.feature_set = feature_set
@@ -182,7 +188,7 @@ class IncrementalEngine:
         self._seq = 0
         self._track_min = _TRACK_MIN
         self._columns = tuple(zip(self.layout.columns, self.layout.numeric, strict=True))
-        self._request = tuple(f.field for f in feature_set.request)
+        self._request = tuple(f.field for f in feature_set.request) if request_fields else ()
         self._rules = EventRules(self.key_column, self.timestamp_column, self._columns, self._request)
         self._plain, self._validate = self._rules.plain, self._rules.validate
         windows = sorted({(f.window.ms, f.hop.ms if f.hop else 0) for f in feature_set.windowed})
@@ -234,6 +240,15 @@ class IncrementalEngine:
                 out.append((f.name, 2, 0))
         self._out = tuple(out)
 
+    @property
+    def numeric_columns(self) -> frozenset[str]:
+        """The event fields the windows read as numbers: an accepted event holds a finite one in each."""
+        return frozenset(c for c, numeric in self._columns if numeric)
+
+    def about_key_or_time(self, reason: str) -> bool:
+        """Whether a :class:`Rejected` reason is about the event's key or timestamp (not a value)."""
+        return self._rules.about_key_or_time(reason)
+
     # -- the per-event path ------------------------------------------------------------------------------
     def process(self, event: Mapping[str, Any], seq: int | None = None) -> Scored | Late | Rejected:
         """Validate, read the features of ``event`` from its key's state, then fold it in.
@@ -248,6 +263,8 @@ class IncrementalEngine:
         key, t, windowed, request = r
         out: dict[str, float] = {}
         for name, kind, i in self._out:
+            if kind == 1 and not self._request:
+                continue  # request fields left to the caller's check
             out[name] = windowed[i] if kind == 0 else request[i] if kind == 1 else _NAN
         return Scored(key, t, out)
 

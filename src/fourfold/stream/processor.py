@@ -73,6 +73,9 @@ except ImportError:  # pragma: no cover - the stream extra brings orjson
     _JSONError = ValueError
 
 
+_MISSING: Any = object()
+
+
 def _kept(items: list[Any], ok: list[bool]) -> list[Any]:
     return [x for x, keep in zip(items, ok, strict=True) if keep]
 
@@ -117,7 +120,9 @@ class StreamProcessor:
         self.assembly = Assembly(predictor.signature.feature_names, feature_set)
         windowed = feature_set is not None and bool(feature_set.windowed)
         self.engine = (
-            IncrementalEngine(feature_set, renumber=True) if windowed and feature_set is not None else None
+            IncrementalEngine(feature_set, renumber=True, request_fields=False)
+            if windowed and feature_set is not None
+            else None
         )
         self.key_column = self.assembly.key
         self.ts_column = self.engine.timestamp_column if self.engine else None
@@ -135,10 +140,11 @@ class StreamProcessor:
         self.checkpoints = Checkpoints(store, group, source.name)
         self.names = list(predictor.signature.feature_names)
         self.decisions = Decisions(self.names if with_features else None)
-        # request fields the incremental engine has checked are finite numbers (a float column as is)
-        self._numeric_fields = (
-            {f.field for f in feature_set.request} if self.engine and feature_set else set()
-        )
+        # request fields the windows also read as numbers: the engine has checked they are finite (a float
+        # column as is); the others are the model check's alone, screened per event for its reasons
+        numeric = self.engine.numeric_columns if self.engine is not None else frozenset()
+        self._numeric_fields = {field for _, field in self.assembly.request if field in numeric}
+        self._screened = [(n, f) for n, f in self.assembly.request if f not in self._numeric_fields]
         self._lateness = str(feature_set.allowed_lateness) if feature_set is not None else "none"
         pkg = predictor.package
         self.version = str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
@@ -277,7 +283,9 @@ class StreamProcessor:
                          f"({self._lateness}) behind its key's newest event", key)  # fmt: skip
                 else:
                     assert isinstance(why, Rejected)
-                    dead(m, "invalid", why.reason, key)
+                    # a value the model takes too: the model check's reason, as every pattern gives it
+                    own = None if engine.about_key_or_time(why.reason) else self._model_reason(events[i])
+                    dead(m, "invalid", own or why.reason, key)
             if done.refused:
                 good, events = [good[i] for i in done.index], [events[i] for i in done.index]
             keys, windowed = done.keys, done.columns
@@ -367,10 +375,12 @@ class StreamProcessor:
             return [], []
         # the model's columns, by the one assembly rule: request fields from the event, the rest computed
         columns: dict[str, Any] = {}
+        refused: dict[int, str] = {}  # events whose request fields the model check refuses, and why
         for name, field in self.assembly.request:
-            values = [event[field] for event in events]
-            # a field the engine has checked (a finite number): a float column; others go to the check
-            columns[name] = np.asarray(values, dtype=np.float64) if field in self._numeric_fields else values
+            if field in self._numeric_fields:  # checked by the engine (a finite number): a float column
+                columns[name] = np.asarray([event[field] for event in events], dtype=np.float64)
+            else:
+                columns[name] = self._screen(events, field, refused)
         entity = self._entity_features(keys) if self.entity_names else {}
         for name in self.assembly.computed:
             if name in self.entity_defaults:
@@ -385,12 +395,15 @@ class StreamProcessor:
         labels = out.get("label")
         names = self.names if self.with_features else []
         ordered = [c.tolist() if isinstance(c := columns[name], np.ndarray) else c for name in names]
-        if checked.ok is not None and not checked.ok.all():  # rows the model's check refused
-            ok = checked.ok.tolist()
+        if refused or (checked.ok is not None and not checked.ok.all()):  # rows the model's check refused
+            ok = checked.ok.tolist() if checked.ok is not None else [True] * len(events)
+            for i in refused:
+                ok[i] = False
             for i, good in enumerate(ok):
                 if not good:
                     key = keys[i] if type(keys[i]) is str else None
-                    dead(msgs[i], "invalid", checked.reason(i) or "refused by the model's check", key)
+                    why = refused.get(i) or checked.reason(i) or "refused by the model's check"
+                    dead(msgs[i], "invalid", why, key)
             msgs, events, keys = _kept(msgs, ok), _kept(events, ok), _kept(keys, ok)
             ordered = [_kept(c, ok) for c in ordered]
         n = len(events)  # the rows scored
@@ -411,6 +424,35 @@ class StreamProcessor:
         return self.decisions.records(
             ids, score_list, actions, self.version, times, now_ms, keys, ordered
         ), msgs
+
+    def _screen(self, events: list[dict[str, Any]], field: str, refused: dict[int, str]) -> list[Any]:
+        """The column of a request field only the model reads: numbers and nulls as they are; any other
+        value (text, a list, a bool, the field missing) is put to the model check with the event's
+        other request fields, and an event it refuses is noted in ``refused`` with the check's reason."""
+        column: list[Any] = []
+        append = column.append
+        for i, event in enumerate(events):
+            v = event.get(field, _MISSING)
+            t = type(v)
+            if t is float or t is int or v is None:
+                append(v)
+                continue
+            why = refused.get(i) or self._model_reason(event)
+            if why is None:
+                append(v)  # a value the check takes (a bool for a bool feature)
+            else:
+                refused[i] = why
+                append(None)
+        return column
+
+    def _model_reason(self, event: Mapping[str, Any]) -> str | None:
+        """The model check's reason for ``event``'s request fields (a missing field is missing), the
+        computed features standing in as 0; None when it takes them."""
+        row: dict[str, Any] = {name: event[field] for name, field in self.assembly.request if field in event}
+        for name in self.assembly.computed:
+            row[name] = 0.0
+        checked = self.predictor.check([row])
+        return None if checked.ok is None or checked.ok.all() else checked.reason(0) or None
 
     def _entity_features(self, keys: list[str | None]) -> dict[str, dict[str, float]]:
         if not self.entity_names or self.fs is None:
