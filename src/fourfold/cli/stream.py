@@ -83,16 +83,54 @@ def register(app: typer.Typer) -> None:
         runtime: Annotated[
             str, typer.Option(help="auto (the runtime the package was compiled for), native, onnx or c.")
         ] = "auto",
+        engine: Annotated[
+            str,
+            typer.Option(
+                help="local (this process) or flink (a PyFlink job on Flink's local mini-cluster; needs "
+                "the Flink environment: ./dev test-flink makes .venv-flink). With flink a file --sink / "
+                "--dlq is a directory of JSONL part files and --commit-interval-ms is Flink's "
+                "checkpoint interval (default 1000)."
+            ),
+        ] = "local",
+        flink_jars: Annotated[
+            str | None,
+            typer.Option(
+                help="Comma-separated jar paths or URLs for the Flink job (pipeline.jars): "
+                "flink-connector-kafka and kafka-clients, needed with Kafka."
+            ),
+        ] = None,
+        parallelism: Annotated[
+            int | None,
+            typer.Option(
+                help="Flink's parallelism (default: min(8, the machine's cores)).", show_default=False
+            ),
+        ] = None,
+        state_backend: Annotated[
+            str, typer.Option(help="Flink's keyed state backend: hashmap (the heap) or rocksdb.")
+        ] = "hashmap",
+        flink_conf: Annotated[
+            list[str] | None,
+            typer.Option(help="KEY=VALUE: a Flink option over fourfold's settings (repeatable)."),
+        ] = None,
     ) -> None:
         """Score a stream: windowed features per entity, the model, block/allow decisions to --sink."""
+        from fourfold.errors import InvalidOptionError
         from fourfold.stream import StreamOptions, run_stream
 
+        pairs: list[tuple[str, str]] = []
+        for item in flink_conf or []:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise InvalidOptionError(f"--flink-conf takes KEY=VALUE, got {item!r:.80}")
+            pairs.append((key.strip(), value.strip()))
+        jars = tuple(j.strip() for j in (flink_jars or "").split(",") if j.strip())
         options = StreamOptions(
             uri, source, sink, dlq, group=group, store=store, features=features, exactly_once=exactly_once,
             threshold=threshold, id_field=id_field, with_features=not no_features, batch_size=batch_size,
             max_wait_ms=max_wait_ms, commit_interval_ms=commit_interval_ms, follow=follow, instance=instance,
             metrics_port=metrics_port,
-            runtime=runtime,
+            runtime=runtime, engine=engine, flink_jars=jars, parallelism=parallelism,
+            state_backend=state_backend, flink_conf=tuple(pairs),
         )  # fmt: skip
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         stop = threading.Event()
@@ -109,4 +147,7 @@ def register(app: typer.Typer) -> None:
 
         summary = run_stream(options, stop=stop, on_ready=ready)
         dead = ", ".join(f"{k} {v}" for k, v in sorted(summary.dead_letters.items())) or "none"
-        typer.echo(f"decided {summary.decided} events; dead letters: {dead}", err=True)
+        if summary.decided < 0:  # Flink into Kafka: the job does not count
+            typer.echo(f"the Flink job ended; decisions in {sink}", err=True)
+        else:
+            typer.echo(f"decided {summary.decided} events; dead letters: {dead}", err=True)

@@ -115,6 +115,7 @@ class Scoring:
         id_field: str = "event_id",
         with_features: bool = True,
         timestamp_column: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.predictor = predictor
         self.assembly = Assembly(predictor.signature.feature_names, feature_set)
@@ -132,8 +133,8 @@ class Scoring:
         # request fields the incremental engine has checked are finite numbers (a float column as is)
         self._numeric_fields = {f.field for f in feature_set.request} if windowed and feature_set else set()
         self.lateness = str(feature_set.allowed_lateness) if feature_set is not None else "none"
-        pkg = predictor.package
-        self.version = str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
+        pkg = predictor.package  # ``version``: the registry's, for a package loaded from its directory
+        self.version = version or str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
 
     def decide(
         self,
@@ -179,11 +180,7 @@ class Scoring:
             ordered = [_kept(c, ok) for c in ordered]
         n = len(events)  # the rows scored
         score_list = scores.tolist() if scores is not None else [math.nan] * n
-        if self.binary:
-            block, allow, threshold = *self.actions, self.threshold
-            actions = [block if score > threshold else allow for score in score_list]
-        else:
-            actions = [str(labels[j].item() if labels is not None else score_list[j]) for j in range(n)]
+        actions = self._actions(score_list, labels)
         id_field, ts_col = self.id_field, self.ts_column
         ids = [event.get(id_field) for event in events]
         if any(x is None for x in ids):
@@ -192,3 +189,53 @@ class Scoring:
         times = [event.get(ts_col) for event in events] if ts_col else [None] * n
         records = self.decisions.records(ids, score_list, actions, self.version, times, now_ms, keys, ordered)
         return records, refused
+
+    def _actions(self, score_list: list[float], labels: np.ndarray | None) -> list[str]:
+        if self.binary:
+            block, allow, threshold = *self.actions, self.threshold
+            return [block if score > threshold else allow for score in score_list]
+        n = len(score_list)
+        return [str(labels[j].item() if labels is not None else score_list[j]) for j in range(n)]
+
+    def decide_one(
+        self,
+        event: dict[str, Any],
+        key: Any,
+        windowed: Mapping[str, float],
+        entity: Mapping[str, Mapping[str, float]],
+        fallback_id: Callable[[int], Any],
+        now_ms: int,
+    ) -> tuple[OutRecord | None, str | None]:
+        """:meth:`decide` for one event through the one-row fast path (``Predictor.check_one``, held to
+        the same rules): its record, or the reason the model's check refused it - a refused row takes
+        :meth:`decide`'s path, so the reason is the batch check's word for word."""
+        row: dict[str, Any] = {}
+        numeric = self._numeric_fields
+        for name, field in self.assembly.request:
+            v = event[field]
+            row[name] = float(v) if field in numeric else v  # as decide's float column gives it
+        for name in self.assembly.computed:
+            if name in self.entity_defaults:
+                default = float(self.entity_defaults[name])
+                row[name] = float(entity.get(key or "", {}).get(name, default))
+            else:
+                row[name] = windowed[name]
+        try:
+            x = self.predictor.check_one(row)
+        except InputError:
+            columns = {name: [v] for name, v in windowed.items()}
+            records, refused = self.decide([event], [key], columns, entity, fallback_id, now_ms)
+            return (records[0] if records else None), (refused[0][1] if refused else None)
+        out = self.predictor.score(x)
+        scores = out.get("score", out.get("value"))
+        score_list = scores.tolist() if scores is not None else [math.nan]
+        actions = self._actions(score_list, out.get("label"))
+        event_id = event.get(self.id_field)
+        if event_id is None:
+            event_id = fallback_id(0)
+        ts = event.get(self.ts_column) if self.ts_column else None
+        features = [[row[name]] for name in self.names] if self.with_features else []
+        [record] = self.decisions.records(
+            [event_id], score_list, actions, self.version, [ts], now_ms, [key], features
+        )
+        return record, None
