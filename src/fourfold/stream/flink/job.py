@@ -169,6 +169,7 @@ def _sink(stream: Any, url: str, o: StreamOptions, what: str) -> None:
         return
     from pyflink.common.serialization import Encoder
     from pyflink.datastream.connectors.file_system import (
+        BucketAssigner,
         FileSink,
         OutputFileConfig,
         RollingPolicy,
@@ -180,6 +181,7 @@ def _sink(stream: Any, url: str, o: StreamOptions, what: str) -> None:
         .with_output_file_config(
             OutputFileConfig.builder().with_part_prefix(what).with_part_suffix(".jsonl").build()
         )
+        .with_bucket_assigner(BucketAssigner.base_path_bucket_assigner())  # the part files in the directory
         .with_rolling_policy(RollingPolicy.on_checkpoint_rolling_policy())
         .build()
     )
