@@ -13,7 +13,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import apache_beam.runners.common  # noqa: F401
     import httplib2  # noqa: F401
-    import pyflink.datastream  # noqa: F401
+    import pyflink.datastream
     import pyflink.fn_execution.beam.beam_operations  # noqa: F401
 
 

@@ -18,6 +18,7 @@ It runs on Flink's local mini-cluster in this process (``env.execute``), in the 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -105,21 +106,23 @@ def _source(env: Any, o: StreamOptions) -> Any:
     from pyflink.common.serialization import SimpleStringSchema
 
     if parse_kind(o.source) == "kafka":
-        from pyflink.datastream.connectors.kafka import (
-            KafkaOffsetResetStrategy,
-            KafkaOffsetsInitializer,
-            KafkaSource,
-        )
+        from pyflink.datastream.connectors.kafka import KafkaOffsetsInitializer, KafkaSource
+        from pyflink.java_gateway import get_gateway
 
+        # the group's committed offsets, else the earliest - built in Java: PyFlink's own
+        # KafkaOffsetResetStrategy names the class as the shaded SQL connector jar has it, which the plain
+        # connector + kafka-clients jars do not
+        jvm = get_gateway().jvm
+        earliest = jvm.org.apache.kafka.clients.consumer.OffsetResetStrategy.EARLIEST
+        initializer = jvm.org.apache.flink.connector.kafka.source.enumerator.initializer.OffsetsInitializer
+        starting = KafkaOffsetsInitializer(initializer.committedOffsets(earliest))
         servers, topic, props = _kafka_parts(o.source)
         source = (
             KafkaSource.builder()
             .set_bootstrap_servers(servers)
             .set_topics(topic)
             .set_group_id(o.group)
-            .set_starting_offsets(
-                KafkaOffsetsInitializer.committed_offsets(KafkaOffsetResetStrategy.EARLIEST)
-            )
+            .set_starting_offsets(starting)
             .set_value_only_deserializer(SimpleStringSchema())
             .set_properties({"commit.offsets.on.checkpoint": "true", **props})
             .build()
@@ -237,6 +240,9 @@ def run_flink(
     and the last checkpoint committed the sinks, or ``stop`` is set (the job is cancelled: what its last
     checkpoint committed stays). Counts come from file sinks (-1 for Kafka: Flink keeps them)."""
     require_pyflink()
+    # A local job runs its Python workers as processes of `python.executable`, as a cluster does (PyFlink's
+    # default for a local run is one "loopback" worker inside this process: one GIL for every subtask)
+    os.environ.setdefault("_python_worker_execution_mode", "process")
     o = options
     spec = _spec(o)
     for url in (o.sink, o.dlq):
