@@ -137,8 +137,13 @@ def run_stream(
     options: StreamOptions, *, stop: threading.Event | None = None, on_ready: Any = None
 ) -> StreamSummary:
     """Run ``options``' stream job until ``stop`` is set (SIGTERM in the CLI: the batch in flight is
-    finished, checkpointed and delivered first) or a bounded source (a file, not followed) ends."""
+    finished, checkpointed and delivered first) or a bounded source (a file, not followed) ends.
+    ``engine="flink"`` runs it as a Flink job instead (:func:`fourfold.stream.flink.job.run_flink`)."""
     o = options
+    if o.engine == "flink":  # the same per-key path as a PyFlink job (fourfold.stream.flink)
+        from fourfold.stream.flink.job import run_flink
+
+        return run_flink(o, stop=stop, on_ready=on_ready)
     stop = stop or threading.Event()
     instance = o.instance or f"{socket.gethostname()}-{os.getpid()}"
     pkg = resolve(o.model)

@@ -34,50 +34,29 @@ checkpoint; a partition another process took over ends this process
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
-from fourfold.errors import InputError, UnavailableError
-from fourfold.features.assemble import Assembly
+from fourfold.errors import UnavailableError
 from fourfold.features.definitions import FeatureSet
-from fourfold.features.incremental import IncrementalEngine, Late, Rejected
+from fourfold.features.incremental import IncrementalEngine
 from fourfold.features.stores.base import FencedError, OnlineStore, StoreError, Write
 from fourfold.model.predictor import Predictor
 from fourfold.stream.checkpoints import Checkpoints, Restored
 from fourfold.stream.dead_letters import dead_letter
-from fourfold.stream.decisions import Decisions
 from fourfold.stream.delivery import Delivery
 from fourfold.stream.logs.base import Message, OutRecord, Sink, Source
 from fourfold.stream.metrics import StreamMetrics
+from fourfold.stream.scoring import Refusal, Scoring, decode, entity_features
 
 __all__ = ["BatchReport", "StreamProcessor"]
 
 log = logging.getLogger("fourfold.stream")
 STATE_FIELD = "_state"  # the field OnlineFeatures reads a key's state from
 _RETRIES = 5
-
-try:
-    import orjson
-
-    _loads: Any = orjson.loads
-    _JSONError: Any = orjson.JSONDecodeError
-except ImportError:  # pragma: no cover - the stream extra brings orjson
-    _loads = json.loads
-    _JSONError = ValueError
-
-
-_MISSING: Any = object()
-
-
-def _kept(items: list[Any], ok: list[bool]) -> list[Any]:
-    return [x for x, keep in zip(items, ok, strict=True) if keep]
 
 
 @dataclass(frozen=True)
@@ -117,37 +96,27 @@ class StreamProcessor:
         self.sinks = list(sinks)
         self.store = store
         self.delivery = delivery or Delivery(self.sinks, source)
-        self.assembly = Assembly(predictor.signature.feature_names, feature_set)
         windowed = feature_set is not None and bool(feature_set.windowed)
         self.engine = (
             IncrementalEngine(feature_set, renumber=True, request_fields=False)
             if windowed and feature_set is not None
             else None
         )
-        self.key_column = self.assembly.key
         self.ts_column = self.engine.timestamp_column if self.engine else None
-        self.threshold = predictor.threshold if threshold is None else threshold
-        self.binary = predictor.signature.task == "binary"
-        self.actions = actions
+        # the per-event rules and the scoring step every stream engine shares
+        self.scoring = Scoring(predictor, feature_set, threshold=threshold, actions=actions,
+                               id_field=id_field, with_features=with_features,
+                               timestamp_column=self.ts_column, engine=self.engine)  # fmt: skip
+        self.assembly = self.scoring.assembly
+        self.key_column = self.assembly.key
+        self.threshold = self.scoring.threshold
         self.id_field = id_field
-        self.with_features = with_features
         self.batch_size, self.max_wait_s = batch_size, max_wait_ms / 1000
         self.max_keys = max_keys
         self.metrics = metrics or StreamMetrics(prometheus=False)
         self.namespace = feature_set.name if feature_set is not None else ""
-        self.entity_names = [f.name for f in feature_set.entity_features] if feature_set else []
-        self.entity_defaults = {f.name: f.default for f in feature_set.entity_features} if feature_set else {}
         self.checkpoints = Checkpoints(store, group, source.name)
-        self.names = list(predictor.signature.feature_names)
-        self.decisions = Decisions(self.names if with_features else None)
-        # request fields the windows also read as numbers: the engine has checked they are finite (a float
-        # column as is); the others are the model check's alone, screened per event for its reasons
-        numeric = self.engine.numeric_columns if self.engine is not None else frozenset()
-        self._numeric_fields = {field for _, field in self.assembly.request if field in numeric}
-        self._screened = [(n, f) for n, f in self.assembly.request if f not in self._numeric_fields]
-        self._lateness = str(feature_set.allowed_lateness) if feature_set is not None else "none"
-        pkg = predictor.package
-        self.version = str(pkg.version or pkg.manifest.get("created_at", "unversioned"))
+        self.version = self.scoring.version
         self._loaded: dict[str, int] = {}  # keys whose state the engine holds -> their partition
         self._redeliver: list[tuple[int, Restored]] = []
         # since the last checkpoint: the keys changed, per partition the first offset read and the next
@@ -277,15 +246,8 @@ class StreamProcessor:
         if engine is not None:
             done = engine.process_many(events, [m.offset + 1 for m in good])
             for i, why in done.refused:
-                m, key = good[i], events[i].get(key_col) if key_col else None
-                if type(why) is Late:
-                    dead(m, "late", f"the event is {why.lateness_ms} ms later than the allowed lateness "
-                         f"({self._lateness}) behind its key's newest event", key)  # fmt: skip
-                else:
-                    assert isinstance(why, Rejected)
-                    # a value the model takes too: the model check's reason, as every pattern gives it
-                    own = None if engine.about_key_or_time(why.reason) else self._model_reason(events[i])
-                    dead(m, "invalid", own or why.reason, key)
+                r = self.scoring.refusal(why, events[i], events[i].get(key_col) if key_col else None)
+                dead(good[i], r.code, r.reason, r.key)
             if done.refused:
                 good, events = [good[i] for i in done.index], [events[i] for i in done.index]
             keys, windowed = done.keys, done.columns
@@ -331,31 +293,20 @@ class StreamProcessor:
     def _decode(self, messages: Sequence[Message], dead: Any) -> tuple[list[Message], list[dict[str, Any]]]:
         """The messages that hold an event (a JSON object without a field fourfold computes) and their
         events; the others are dead letters. Notes the keys whose state must be loaded."""
-        key_col, loaded, accepts = self.key_column, self._loaded, self.assembly.accepts
+        key_col, loaded, assembly = self.key_column, self._loaded, self.assembly
         need: dict[str, int] = {}
         good: list[Message] = []
         events: list[dict[str, Any]] = []
         for m in messages:
-            try:
-                event = _loads(m.value)
-            except _JSONError as exc:
-                dead(m, "malformed", f"the event is not valid JSON: {exc}")
+            event = decode(m.value, assembly)
+            if type(event) is Refusal:
+                dead(m, event.code, event.reason, event.key)
                 continue
-            if type(event) is not dict:
-                dead(m, "malformed", f"an event must be a JSON object, got {type(event).__name__}")
-                continue
+            assert type(event) is dict
             if key_col is not None:
                 k = event.get(key_col)
-                if type(k) is int:
-                    k = event[key_col] = str(k)
                 if type(k) is str and k and k not in loaded:
                     need[k] = m.partition
-            if not accepts(event):
-                try:
-                    self.assembly.check_fields(event, where="the event", unknown=False)
-                except InputError as exc:
-                    dead(m, "invalid", str(exc), event.get(key_col) if key_col else None)
-                    continue
             good.append(m)
             events.append(event)
         self._load_states(need)
@@ -373,100 +324,24 @@ class StreamProcessor:
         """Score the accepted events in one call; their decision records, and the messages they decide."""
         if not events:
             return [], []
-        # the model's columns, by the one assembly rule: request fields from the event, the rest computed
-        columns: dict[str, Any] = {}
-        refused: dict[int, str] = {}  # events whose request fields the model check refuses, and why
-        for name, field in self.assembly.request:
-            if field in self._numeric_fields:  # checked by the engine (a finite number): a float column
-                columns[name] = np.asarray([event[field] for event in events], dtype=np.float64)
-            else:
-                columns[name] = self._screen(events, field, refused)
-        entity = self._entity_features(keys) if self.entity_names else {}
-        for name in self.assembly.computed:
-            if name in self.entity_defaults:
-                default = float(self.entity_defaults[name])
-                got = [entity.get(k or "", {}).get(name, default) for k in keys]
-                columns[name] = np.asarray(got, dtype=np.float64)  # floats (NaN: not a number)
-            else:
-                columns[name] = np.asarray(windowed[name], dtype=np.float64)  # the engine's floats
-        checked = self.predictor.check(columns)
-        out = self.predictor.score(checked.x)
-        scores = out.get("score", out.get("value"))
-        labels = out.get("label")
-        names = self.names if self.with_features else []
-        ordered = [c.tolist() if isinstance(c := columns[name], np.ndarray) else c for name in names]
-        if refused or (checked.ok is not None and not checked.ok.all()):  # rows the model's check refused
-            ok = checked.ok.tolist() if checked.ok is not None else [True] * len(events)
-            for i in refused:
-                ok[i] = False
-            for i, good in enumerate(ok):
-                if not good:
-                    key = keys[i] if type(keys[i]) is str else None
-                    why = refused.get(i) or checked.reason(i) or "refused by the model's check"
-                    dead(msgs[i], "invalid", why, key)
-            msgs, events, keys = _kept(msgs, ok), _kept(events, ok), _kept(keys, ok)
-            ordered = [_kept(c, ok) for c in ordered]
-        n = len(events)  # the rows scored
-        score_list = scores.tolist() if scores is not None else [math.nan] * n
-        if self.binary:
-            block, allow, threshold = *self.actions, self.threshold
-            actions = [block if score > threshold else allow for score in score_list]
-        else:
-            actions = [str(labels[j].item() if labels is not None else score_list[j]) for j in range(n)]
-        id_field, ts_col = self.id_field, self.ts_column
-        ids = [event.get(id_field) for event in events]
-        if any(x is None for x in ids):
-            name = self.source.name
-            ids = [
-                f"{name}/{m.partition}/{m.offset}" if x is None else x for x, m in zip(ids, msgs, strict=True)
-            ]
-        times = [event.get(ts_col) for event in events] if ts_col else [None] * n
-        return self.decisions.records(
-            ids, score_list, actions, self.version, times, now_ms, keys, ordered
-        ), msgs
+        entity = self._entity_features(keys) if self.scoring.entity_names else {}
+        name = self.source.name
 
-    def _screen(self, events: list[dict[str, Any]], field: str, refused: dict[int, str]) -> list[Any]:
-        """The column of a request field only the model reads: numbers and nulls as they are; any other
-        value (text, a list, a bool, the field missing) is put to the model check with the event's
-        other request fields, and an event it refuses is noted in ``refused`` with the check's reason."""
-        column: list[Any] = []
-        append = column.append
-        for i, event in enumerate(events):
-            v = event.get(field, _MISSING)
-            t = type(v)
-            if t is float or t is int or v is None:
-                append(v)
-                continue
-            why = refused.get(i) or self._model_reason(event)
-            if why is None:
-                append(v)  # a value the check takes (a bool for a bool feature)
-            else:
-                refused[i] = why
-                append(None)
-        return column
+        def fallback_id(i: int) -> str:
+            return f"{name}/{msgs[i].partition}/{msgs[i].offset}"
 
-    def _model_reason(self, event: Mapping[str, Any]) -> str | None:
-        """The model check's reason for ``event``'s request fields (a missing field is missing), the
-        computed features standing in as 0; None when it takes them."""
-        row: dict[str, Any] = {name: event[field] for name, field in self.assembly.request if field in event}
-        for name in self.assembly.computed:
-            row[name] = 0.0
-        checked = self.predictor.check([row])
-        return None if checked.ok is None or checked.ok.all() else checked.reason(0) or None
+        records, refused = self.scoring.decide(events, keys, windowed, entity, fallback_id, now_ms)
+        if refused:  # rows the model's check refused
+            for i, reason in refused:
+                dead(msgs[i], "invalid", reason, keys[i] if type(keys[i]) is str else None)
+            gone = {i for i, _ in refused}
+            msgs = [m for i, m in enumerate(msgs) if i not in gone]
+        return records, msgs
 
     def _entity_features(self, keys: list[str | None]) -> dict[str, dict[str, float]]:
-        if not self.entity_names or self.fs is None:
+        if self.fs is None:
             return {}
-        unique = sorted({k for k in keys if k is not None and k})
-        records = self.store.read(self.fs.entity_namespace, unique, self.entity_names)
-        out: dict[str, dict[str, float]] = {}
-        for k, rec in zip(unique, records, strict=True):
-            vals: dict[str, float] = {}
-            for n in self.entity_names:
-                v = rec.values.get(n, self.entity_defaults[n]) if rec is not None else self.entity_defaults[n]
-                vals[n] = float(v) if isinstance(v, int | float) else math.nan
-            out[k] = vals
-        return out
+        return entity_features(self.store, self.fs, keys)
 
     def _load_states(self, need: Mapping[str, int]) -> None:
         if self.engine is None or not need:
