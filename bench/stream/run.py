@@ -168,13 +168,19 @@ def quix_python() -> Path:
 
 def legs(quix_events: int, only: set[str]) -> list[Leg]:
     here = str(HERE)
-    skip = fourfold_stream_skip() if only & {"fourfold", "fourfold-eos"} else None
+    skip = fourfold_stream_skip() if any(n.startswith("fourfold") for n in only) else None
     quix = str(quix_python()) if "quix" in only else ""
     out = [
         Leg("hand", lambda a: [sys.executable, f"{here}/hand_loop.py", *a]),
         Leg("quix", lambda a: [quix, f"{here}/quix_leg.py", *a], events_cap=quix_events),
         Leg("fourfold", lambda a: [*WRAP, str(FOURFOLD), "stream", *a], skip=skip),
         Leg("fourfold-eos", lambda a: [str(FOURFOLD), "stream", *a, "--exactly-once"], skip=skip),
+        Leg("fourfold-w2", lambda a: [str(FOURFOLD), "stream", *a, "--workers", "2"], skip=skip),
+        Leg(
+            "fourfold-eos-w2",
+            lambda a: [str(FOURFOLD), "stream", *a, "--exactly-once", "--workers", "2"],
+            skip=skip,
+        ),
     ]
     return [leg for leg in out if leg.name in only]
 
@@ -184,6 +190,8 @@ LABELS = {
     "quix": "Quix Streams",
     "fourfold": "fourfold at-least-once",
     "fourfold-eos": "fourfold --exactly-once",
+    "fourfold-w2": "fourfold at-least-once -w2",
+    "fourfold-eos-w2": "fourfold --exactly-once -w2",
 }
 
 
@@ -445,7 +453,8 @@ def floors(results: dict[str, Result]) -> list[str]:
 
     lines = []
     hand, quix = rate("hand"), rate("quix")
-    for name, of_hand in (("fourfold", 0.70), ("fourfold-eos", 0.50)):
+    for name, of_hand in (("fourfold", 0.70), ("fourfold-eos", 0.50), ("fourfold-w2", 0.70),
+                          ("fourfold-eos-w2", 0.50)):  # fmt: skip
         ff = rate(name)
         if ff is None:
             continue

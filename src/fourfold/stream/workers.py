@@ -93,8 +93,10 @@ def run_workers(options: StreamOptions, stop: threading.Event) -> int:
             log.warning("worker %s did not stop within %.0f s: killed", p.pid, _STOP_S)
             p.kill()
             p.join()
-    if stop.is_set():  # told to stop: the worst worker's exit (0 when each stopped as asked)
-        return max((_code(p.exitcode) for p in procs if p.exitcode), default=0)
+    if stop.is_set():  # told to stop: the worst worker's exit (0 when each stopped as asked; one that
+        # was still starting ends on the SIGTERM itself, with nothing in flight)
+        codes = [_code(p.exitcode) for p in procs if p.exitcode and p.exitcode != -signal.SIGTERM]
+        return max(codes, default=0)
     assert first is not None
     log.error("worker %s exited with %s: stopped the others", first.pid, first.exitcode)
     return _code(first.exitcode)
