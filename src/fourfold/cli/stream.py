@@ -65,7 +65,7 @@ def register(app: typer.Typer) -> None:
             int | None,
             typer.Option(
                 help="At-least-once: checkpoint (state, offsets) this often; records go out at once. "
-                "Default: every 100 ms, spaced out up to 500 ms while checkpoints are slow. "
+                "Default: every 250 ms, spaced out up to 500 ms while checkpoints are slow. "
                 "--exactly-once checkpoints every batch.",
                 show_default=False,
             ),

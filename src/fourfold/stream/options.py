@@ -38,7 +38,7 @@ class StreamOptions:
     with_features: bool = True
     batch_size: int | None = None  # default: events_per_batch
     max_wait_ms: int = 20
-    commit_interval_ms: int | None = None  # None: 100 ms, spaced out to 500 ms when checkpoints are slow
+    commit_interval_ms: int | None = None  # None: 250 ms, spaced out to 500 ms when checkpoints are slow
     follow: bool = False
     instance: str | None = None  # this process's stable name in the group (the transactional id)
     metrics_port: int | None = None

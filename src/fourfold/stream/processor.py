@@ -12,7 +12,7 @@ Per poll batch (never per event on the I/O side):
    vectorized :meth:`Predictor.score`; the decision rule gives each event its action;
 6. delivery: the records to the sink and the dead-letter log, sent at once (at-least-once) or inside
    one Kafka transaction (``exactly_once``);
-7. a checkpoint, once ``commit_interval_ms`` has passed since the last one - by default 100 ms, or,
+7. a checkpoint, once ``commit_interval_ms`` has passed since the last one - by default 250 ms, or,
    when checkpoints are slow (many keys with long windows), three times the last one's duration, so
    that at most a quarter of the time goes to checkpoints, yet never more than 500 ms apart: the store
    that ``fourfold serve`` reads stays within a second of the stream (and when idle, on a revoke
@@ -57,6 +57,9 @@ __all__ = ["BatchReport", "StreamProcessor"]
 log = logging.getLogger("fourfold.stream")
 STATE_FIELD = "_state"  # the field OnlineFeatures reads a key's state from
 _RETRIES = 5
+# at least once: the state and offsets every quarter second (each key changed since written once; the
+# online store a quarter second behind); a fifth more events/s than 100 ms on 2,000 keys, measured
+DEFAULT_INTERVAL_MS = 250
 
 
 @dataclass(frozen=True)
@@ -121,8 +124,8 @@ class StreamProcessor:
         self._redeliver: list[tuple[int, Restored]] = []
         # since the last checkpoint: the keys changed, per partition the first offset read and the next
         # offset, the records sent (to send again if a flush fails), the outbox (exactly-once)
-        # a given interval is kept; the default (None) starts at 100 ms and spaces slow checkpoints out
-        interval = 100 if commit_interval_ms is None else commit_interval_ms
+        # a given interval is kept; the default (None) starts at 250 ms and spaces slow checkpoints out
+        interval = DEFAULT_INTERVAL_MS if commit_interval_ms is None else commit_interval_ms
         self.commit_interval_s = 0.0 if self.delivery.per_batch else interval / 1000
         self._spacing = self.commit_interval_s  # grows with a slow checkpoint, up to _max_spacing
         adaptive = commit_interval_ms is None and not self.delivery.per_batch
