@@ -514,7 +514,10 @@ def main() -> None:
                     r.skip = f"failed: {str(exc).splitlines()[0]}"
                     print(f"  {LABELS[leg.name]} {exc}", flush=True)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if os.environ.get("BENCH_KEEP"):
+            print(f"kept {work} (the legs' logs and stores)")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     print()
     print(render(results, distributions, args.rate))
     load = " ".join(f"{v:.1f}" for v in os.getloadavg())
