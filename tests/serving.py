@@ -23,10 +23,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def running(settings: ServeSettings, clock: Callable[[], int] | None = None) -> Iterator[str]:
-    """Serve ``settings`` with uvicorn in a thread; yields the base URL; stops on exit. ``clock``: the
-    server's "now" in epoch ms (the time stored windows are read as of)."""
-    port = free_port()
+def running(
+    settings: ServeSettings, clock: Callable[[], int] | None = None, port: int | None = None
+) -> Iterator[str]:
+    """Serve ``settings`` with uvicorn in a thread (on ``port``, else a free one); yields the base URL;
+    stops on exit. ``clock``: the server's "now" in epoch ms (the time stored windows are read as of)."""
+    port = port or free_port()
     config = uvicorn.Config(
         build_app(settings, clock=clock), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
     )

@@ -2,8 +2,9 @@
 scores it - ``Predictor.predict``, ``/predict`` (windows read from a real store), ``/predict/batch``, the
 Open Inference Protocol, the local batch engine (with the windows as input columns, and computed
 point-in-time from the event log), the Spark engine, the edge bundle (``fourfold export``, loaded by
-the vendorable runtime, with the runtime's own check) and the stream (each row an event at the server's
-clock, its windows from the state the store holds - an event never sees another at its own time).
+the vendorable runtime, with the runtime's own check; the cascade asking the server) and the stream
+(each row an event at the server's clock, its windows from the state the store holds - an event never
+sees another at its own time).
 
 Rows are drawn by Hypothesis: request fields near the model's split thresholds and its decision
 threshold, extreme values (beyond float32: the package serves on ONNX Runtime's float32), nulls,
@@ -61,6 +62,9 @@ class World:
         from fourfold.edge import EdgeModel
 
         self.edge = EdgeModel(root / "edge")
+        from fourfold.edge import CascadeModel
+
+        self.cascade = CascadeModel(self.edge, base, low=0.0, high=1.0, budget_ms=10_000)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     spark, created = spark_session("local[2]")  # one session for every Spark job of the module
     try:
         with running(settings_, clock=lambda: now) as base:
-            yield World(root, base, now, users, splits, probes)
+            world = World(root, base, now, users, splits, probes)
+            with world.cascade:
+                yield world
     finally:
         if created:
             spark.stop()
@@ -240,6 +246,10 @@ def test_every_pattern_gives_the_same_score_or_the_same_reason(
 
         if isinstance(want, float):  # the edge bundle: the same runtime file, the same one-row call
             assert world.edge.predict_one(row)["score"] == want
+            # Embedded + Online: a cascade unsure of every score asks the server, which computes the
+            # windows itself from the request fields and the entity id
+            asked = world.cascade.predict_one(row, extra={"user_id": r["user_id"]})
+            assert (asked["source"], asked["score"]) == ("server", want), asked
         else:
             with pytest.raises(EdgeInputError) as edge_err:
                 world.edge.predict_one(row)

@@ -171,3 +171,19 @@ def _listener(delay: float = 0.0, status: int = 200) -> Iterator[tuple[str, list
         stop.set()
         t.join(timeout=5)
         sock.close()
+
+
+def test_a_restarted_server_is_asked_again_on_a_new_connection(setup: dict[str, Any]) -> None:
+    """The kept-alive connection dies with the server it went to (a restart, an idle timeout): the next
+    row goes to the new server on a new connection, not to the fallback."""
+    port = free_port()
+    settings = ServeSettings(model=str(setup["pkg"].path), access_log=False, workers=1)
+    rows = _rows(setup["x"][:2])
+    url = f"http://127.0.0.1:{port}"
+    with CascadeModel(setup["edge"], url, low=0.0, high=1.0, budget_ms=5_000) as cascade:
+        with running(settings, port=port):
+            assert cascade.predict_one(rows[0])["source"] == "server"
+        with running(settings, port=port):  # the same address, a new server
+            again = cascade.predict_one(rows[1])
+            assert again["source"] == "server", again
+            assert again["score"] == Predictor(setup["pkg"]).predict_one(rows[1])["score"]

@@ -7,7 +7,10 @@ rest - and the device keeps answering when the server cannot.
 
 * a score below ``low`` or above ``high`` is answered locally (``source: "local"``);
 * between them the row is sent to the server's ``/predict`` (or the Open Inference Protocol's
-  ``/v2/models/{name}/infer``) and its answer returned (``source: "server"``, with ``local_score``);
+  ``/v2/models/{name}/infer``) and its answer returned (``source: "server"``, with ``local_score``).
+  ``/predict`` gets what a caller sends: the request fields of the bundle's ``features.json`` (the
+  server computes the windows and entity features itself, from its store, and refuses them from a
+  caller) plus ``extra`` (the entity id); a model without a feature set gets the whole row;
 * a server that refuses, fails, is unreachable or slower than ``budget_ms`` gives the local answer
   marked ``source: "fallback"`` with the reason; after ``failures_to_open`` failures in a row the server
   is not asked for ``cooldown_s`` (one request then probes it again), so a dead server costs nothing;
@@ -31,6 +34,9 @@ from typing import Any
 from .model import EdgeModel
 
 __all__ = ["CascadeModel"]
+
+# what a kept-alive connection the server has closed raises on its next request
+_STALE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, http.client.RemoteDisconnected)
 
 
 class CascadeModel:
@@ -82,6 +88,7 @@ class CascadeModel:
             base = url.path.rstrip("/")
             name = model_name or self.edge.name
             self._path = f"{base}/predict" if protocol == "predict" else f"{base}/v2/models/{name}/infer"
+        self._request = _request_fields(self.edge.path)
 
     # -- the one call ----------------------------------------------------------------------------------
     def predict_one(
@@ -122,7 +129,8 @@ class CascadeModel:
     # -- the server ------------------------------------------------------------------------------------------
     def _body(self, row: Mapping[str, Any], extra: Mapping[str, Any] | None) -> bytes:
         if self.protocol == "predict":
-            return json.dumps({**dict(row), **dict(extra or {})}).encode()
+            sent = dict(row) if self._request is None else {f: row[n] for n, f in self._request if n in row}
+            return json.dumps({**sent, **dict(extra or {})}).encode()
         x = [float(row[name]) if row[name] is not None else None for name in self.edge.feature_order]
         body: dict[str, Any] = {
             "inputs": [{"name": "input", "shape": [1, len(x)], "datatype": "FP64", "data": x}]
@@ -135,10 +143,29 @@ class CascadeModel:
         body = self._body(row, extra)
         start = time.monotonic()
         try:
-            conn = self._connection()
-            conn.request("POST", self._path, body=body, headers=self._headers)
-            resp = conn.getresponse()
-            data = resp.read()
+            try:
+                reused = self._conn is not None
+                conn = self._connection()
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+            except _STALE:
+                if not reused:
+                    raise
+                # a kept-alive connection the server closed while idle: once more on a new one (a
+                # prediction is safe to ask twice), within what is left of the budget
+                self._close()
+                left = self.budget_s - (time.monotonic() - start)
+                if left <= 0:
+                    raise TimeoutError from None
+                conn = self._connection()
+                conn.timeout = left
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.timeout = self.budget_s  # the next requests on it get the whole budget again
+                if conn.sock is not None:
+                    conn.sock.settimeout(self.budget_s)
         except TimeoutError:
             self._close()
             raise _Failure(f"the server took longer than the budget ({self.budget_s * 1000:g} ms)") from None
@@ -187,3 +214,14 @@ class CascadeModel:
 
 class _Failure(Exception):
     pass
+
+
+def _request_fields(bundle: os.PathLike[str] | str) -> list[tuple[str, str]] | None:
+    """(feature, field) of each request feature in the bundle's ``features.json``; None without one
+    (a model without a feature set: every feature is the caller's)."""
+    path = os.path.join(bundle, "features.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        contract = json.load(f)
+    return [(str(r["feature"]), str(r["field"])) for r in contract.get("request", [])]
