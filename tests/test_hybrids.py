@@ -82,3 +82,39 @@ def test_batch_writes_entity_features_that_predict_reads(tmp_path: Path) -> None
         )
         assert sent.status_code == 422  # a computed feature the caller may not send
         assert "score" in sent.json()["error"]
+
+
+def test_the_hybrids_page_runs_as_written(tmp_path: Path) -> None:
+    """docs/hybrids.md's script, run with bash from an empty directory: the stream's windows reach
+    /predict, the nightly scores are read back from their store, the cascade gets the server's answer."""
+    import json
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from serving import free_port
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "hybrids.md").read_text()
+    [script] = re.findall(r"^```bash\n(.*?)^```", page, re.MULTILINE | re.DOTALL)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "EVENTS": "20000", "PORT": str(free_port()), "FOURFOLD_HOME": str(tmp_path / "home"),
+           "PATH": f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    env.pop("FOURFOLD_STORE", None)
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    before, after = (
+        json.loads((tmp_path / f).read_text())["features"] for f in ("before.json", "after.json")
+    )
+    assert after["txn_count_1h"] == before["txn_count_1h"] + 5
+    assert after["txn_count_10m"] == before["txn_count_10m"] + 5
+    decisions = [json.loads(line) for line in (tmp_path / "decisions.jsonl").read_text().splitlines()]
+    assert [d["event_id"] for d in decisions] == [f"new-{i}" for i in range(5)]
+    predicted = json.loads((tmp_path / "predict.json").read_text())
+    assert predicted["entity_found"] is True
+    nightly = json.loads((tmp_path / "nightly.json").read_text())
+    assert 0.0 <= nightly["score"] <= 1.0
+    cascade = json.loads((tmp_path / "cascade.json").read_text())
+    assert cascade["source"] == "server"
+    assert cascade["score"] == predicted["score"]
