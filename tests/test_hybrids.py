@@ -3,8 +3,9 @@
 * Batch + Online: a nightly ``fourfold batch`` writes a churn model's scores into the online store as
   entity features; ``fourfold serve`` of a second model reads them in ``/predict``.
 * Streaming + Online and Embedded + Online are tested where they live: ``tests/stream`` (the store
-  ``/predict`` reads holds the stream's windows within the checkpoint interval) and
-  ``tests/edge/test_cascade.py`` (the cascade against a real server).
+  ``/predict`` reads holds the stream's windows within a checkpoint), ``tests/edge/test_cascade.py``
+  and ``tests/test_one_path.py`` (the cascade against a real server).
+* ``docs/hybrids.md``'s script, all three on the demo model, runs as written.
 """
 
 from __future__ import annotations
