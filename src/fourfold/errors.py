@@ -46,6 +46,7 @@ number (``raise ConflictError(...)``, not ``ConflictError(...)``).
     │   └── FencedError (409)              a fenced transaction found another writer took over
     ├── SQLError (503)                   a SQL input could not be read (batch.sql)
     ├── MissingExtraError (501)          an optional dependency is not installed
+    │   └── FlinkMissingError              PyFlink, which lives in its own environment (stream.flink.job)
     ├── MissingToolError (501)           a system tool (a C compiler) is not installed
     ├── UnavailableError (503)           not able to answer now: retry later
     │   └── OverloadedError                load shedding: too many requests in flight

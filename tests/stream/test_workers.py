@@ -55,6 +55,21 @@ def _workers(parent: int) -> list[int]:
     return sorted(out)
 
 
+def _shards(metrics_port: int) -> list[int | None]:
+    """Each worker's ``fourfold_stream_partitions`` (None while it does not answer yet)."""
+    out: list[int | None] = []
+    for port in (metrics_port, metrics_port + 1):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            out.append(None)
+            continue
+        [line] = [x for x in text.splitlines() if x.startswith("fourfold_stream_partitions ")]
+        out.append(int(float(line.split()[1])))
+    return out
+
+
 def _decided(client: redis.Redis, n: int, proc: Process, timeout_s: float = 180) -> set[Any]:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -71,10 +86,6 @@ def test_two_workers_share_the_shards_and_stop_together(tmp_path: Path, fraud_mo
     events = demo_events(6_000, seed=51)
     with redis_server() as port:
         url = f"redis-stream://127.0.0.1:{port}/0"
-        producer = RedisStreamSink(f"{url}/tx?shards=4")
-        producer.send([OutRecord(e["user_id"].encode(), json.dumps(e).encode()) for e in events])
-        producer.flush()
-        producer.close()
         metrics = _two_free_ports()
         proc = Process([sys.executable, "-m", "fourfold.cli.main", "stream", str(fraud_model),
                         "--source", f"{url}/tx?shards=4&lease_ms=2000&block_ms=50", "--sink", f"{url}/out",
@@ -84,6 +95,17 @@ def test_two_workers_share_the_shards_and_stop_together(tmp_path: Path, fraud_mo
         client = redis.Redis(port=port)
         try:
             proc.start()
+            # both workers up and holding their share (2 of 4 shards each), then the events arrive
+            deadline = time.monotonic() + 90
+            while _shards(metrics) != [2, 2]:
+                assert proc.proc is not None
+                assert proc.proc.poll() is None, proc.log.read_text()[-3000:]
+                assert time.monotonic() < deadline, (_shards(metrics), proc.log.read_text()[-3000:])
+                time.sleep(0.2)
+            producer = RedisStreamSink(f"{url}/tx?shards=4")
+            producer.send([OutRecord(e["user_id"].encode(), json.dumps(e).encode()) for e in events])
+            producer.flush()
+            producer.close()
             _decided(client, len(events), proc)
             for p in (metrics, metrics + 1):  # each worker's own /healthz
                 with urllib.request.urlopen(f"http://127.0.0.1:{p}/healthz", timeout=5) as r:
