@@ -246,11 +246,11 @@ def test_options_are_checked_before_anything_opens(kw: dict[str, Any], message: 
         StreamOptions(**(base | kw))
 
 
-def test_a_batch_is_2000_events_and_5000_with_exactly_once_unless_given() -> None:
+def test_a_batch_is_2000_events_and_10000_with_exactly_once_unless_given() -> None:
     files = {"model": "m", "source": "in.jsonl", "sink": "out.jsonl"}
     kafka = {"model": "m", "source": "kafka://127.0.0.1:1/tx", "sink": "kafka://127.0.0.1:1/out"}
     assert StreamOptions(**files).events_per_batch == 2000
-    assert StreamOptions(**kafka, exactly_once=True).events_per_batch == 5000
+    assert StreamOptions(**kafka, exactly_once=True).events_per_batch == 10_000
     assert StreamOptions(**kafka, exactly_once=True, batch_size=300).events_per_batch == 300
     with pytest.raises(InvalidOptionError, match="--batch-size"):
         StreamOptions(**files, batch_size=100_001)
