@@ -169,6 +169,8 @@ class StreamProcessor:
                 del self._loaded[key]
         self.owned -= gone
         self.checkpoints.release(partitions)
+        log.info("partitions %s of %s revoked (checkpointed); owned now: %s", sorted(gone), self.source.url,
+                 sorted(self.owned) or "none")  # fmt: skip
         self._redeliver = [(p, r) for p, r in self._redeliver if p not in gone]
 
     def start(self) -> None:
