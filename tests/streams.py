@@ -20,6 +20,27 @@ from fourfold.demo.features import FRAUD_FEATURES
 from fourfold.features.offline import compute_features
 
 
+def fraud_package(root: Path) -> Path:
+    """A compiled fraud package (XGBoost, the demo's feature set, decision threshold 0.85) under ``root``:
+    the stream tests' model, and the Flink bench's."""
+    import math
+
+    import fourfold
+    from fourfold import save_model
+    from fourfold.demo.features import FEATURES, featurize
+    from fourfold.demo.train import train_fraud_model
+    from fourfold.model.signature import Feature, Signature
+
+    log = generate_transactions(12_000, seed=11)
+    result = train_fraud_model(featurize(log), n_estimators=30, max_depth=4)
+    nullable = {f.name for f in FRAUD_FEATURES.windowed if math.isnan(f.empty_value)}
+    sig = Signature.for_task("binary", [Feature(f, nullable=f in nullable) for f in FEATURES])
+    pkg = save_model(result.model, root / "fraud", name="fraud", signature=sig, sample=result.sample,
+                     features=FRAUD_FEATURES, threshold=0.85)  # fmt: skip
+    fourfold.compile_model(pkg)
+    return pkg.path
+
+
 def events_of(log: pa.Table) -> list[dict[str, Any]]:
     """The log's rows as JSON-ready events (event_time as int ms), in arrival order."""
     t = log.set_column(

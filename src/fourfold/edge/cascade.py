@@ -143,29 +143,7 @@ class CascadeModel:
         body = self._body(row, extra)
         start = time.monotonic()
         try:
-            try:
-                reused = self._conn is not None
-                conn = self._connection()
-                conn.request("POST", self._path, body=body, headers=self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-            except _STALE:
-                if not reused:
-                    raise
-                # a kept-alive connection the server closed while idle: once more on a new one (a
-                # prediction is safe to ask twice), within what is left of the budget
-                self._close()
-                left = self.budget_s - (time.monotonic() - start)
-                if left <= 0:
-                    raise TimeoutError from None
-                conn = self._connection()
-                conn.timeout = left
-                conn.request("POST", self._path, body=body, headers=self._headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.timeout = self.budget_s  # the next requests on it get the whole budget again
-                if conn.sock is not None:
-                    conn.sock.settimeout(self.budget_s)
+            resp, data = self._post(body, start)
         except TimeoutError:
             self._close()
             raise _Failure(f"the server took longer than the budget ({self.budget_s * 1000:g} ms)") from None
@@ -181,6 +159,30 @@ class CascadeModel:
             return self._answer(doc)
         except (ValueError, KeyError, TypeError, IndexError):
             raise _Failure(f"the server's answer is not a prediction: {data[:200]!r}") from None
+
+    def _post(self, body: bytes, start: float) -> tuple[http.client.HTTPResponse, bytes]:
+        """POST ``body``; a kept-alive connection the server has closed while idle (a restart, its idle
+        timeout) is tried once more on a new one - a prediction is safe to ask twice - within what is
+        left of the budget."""
+        for attempt in (0, 1):
+            reused = self._conn is not None
+            conn = self._connection()
+            left = self.budget_s - (time.monotonic() - start)
+            if left <= 0:
+                raise TimeoutError
+            if conn.sock is not None:
+                conn.sock.settimeout(left)
+            else:
+                conn.timeout = left
+            try:
+                conn.request("POST", self._path, body=body, headers=self._headers)
+                resp = conn.getresponse()
+                return resp, resp.read()
+            except _STALE:
+                if not reused or attempt:
+                    raise
+                self._close()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _answer(self, doc: dict[str, Any]) -> dict[str, Any]:
         if self.protocol == "predict":

@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import math
 import numbers
-from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -50,17 +49,7 @@ from fourfold.features.definitions import (
     WindowedFeature,
 )
 from fourfold.features.event_rules import EventRules, show, timestamp_ms
-from fourfold.features.sliding import (
-    COUNT,
-    DISTINCT,
-    LAST,
-    MAX,
-    MEAN,
-    MIN,
-    SUM,
-    Sliding,
-    Track,
-)
+from fourfold.features.sliding import Track
 from fourfold.features.state import (
     Key,
     KeyState,
@@ -70,6 +59,7 @@ from fourfold.features.state import (
     decode,
     encode,
 )
+from fourfold.features.windows import Windows
 
 __all__ = [
     "IncrementalEngine",
@@ -83,10 +73,7 @@ __all__ = [
 ]
 
 Timestamp = int | datetime | np.datetime64
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _NAN = math.nan
-_CODES = {"count": COUNT, "sum": SUM, "mean": MEAN, "min": MIN, "max": MAX,
-          "count_distinct": DISTINCT, "last": LAST}  # fmt: skip
 _SEQ_END = 2**63  # sequence numbers are stored as int64
 _TRACK_MIN = 48  # events a key's state holds before its windows slide (below, bisects and passes are cheaper)
 
@@ -191,41 +178,10 @@ class IncrementalEngine:
         self._request = tuple(f.field for f in feature_set.request) if request_fields else ()
         self._rules = EventRules(self.key_column, self.timestamp_column, self._columns, self._request)
         self._plain, self._validate = self._rules.plain, self._rules.validate
-        windows = sorted({(f.window.ms, f.hop.ms if f.hop else 0) for f in feature_set.windowed})
-        col_index = {c: i for i, c in enumerate(self.layout.columns)}
-        self._windows = tuple(windows)
-        self._ops = tuple(
-            (
-                _CODES[f.agg],
-                windows.index((f.window.ms, f.hop.ms if f.hop else 0)),
-                col_index.get(f.column or "", -1) if f.agg != "count" else -1,
-            )
-            for f in feature_set.windowed
-        )
-        self._windowed_names = tuple(f.name for f in feature_set.windowed)
-        self._empty = tuple(f.empty_value for f in feature_set.windowed)
-        # The running aggregates: one slot per (kind, window, column), shared by the features that read it
-        # (a sum and a mean of one column over one window share their terms).
-        kinds = {SUM: SUM, MEAN: SUM, MIN: MIN, MAX: MAX, DISTINCT: DISTINCT}
-        slots: dict[tuple[int, int, int], int] = {}
-        per_kind = dict.fromkeys((SUM, MIN, MAX, DISTINCT), 0)
-        aggs: list[list[tuple[int, int, int]]] = [[] for _ in windows]
-        fast: list[tuple[int, int, int, int, float]] = []
-        for (code, wi, ci), empty in zip(self._ops, self._empty, strict=True):
-            slot = -1
-            if code in kinds:
-                kind = kinds[code]
-                if (kind, wi, ci) not in slots:
-                    slots[kind, wi, ci] = per_kind[kind]
-                    aggs[wi].append((kind, per_kind[kind], ci))
-                    per_kind[kind] += 1
-                slot = slots[kind, wi, ci]
-            fast.append((code, wi, ci, slot, empty))
-        self._fast = tuple(fast)
-        summed = tuple(sorted({ci for kind, _, ci in slots if kind == SUM}))
-        plan = tuple((wi, w, hop, tuple(aggs[wi])) for wi, (w, hop) in enumerate(windows))
-        counts = (per_kind[SUM], per_kind[DISTINCT], per_kind[MIN], per_kind[MAX])
-        self._sliding = Sliding(plan, self._fast, counts, summed, len(self.layout.columns))
+        windows = Windows(feature_set, self.layout)
+        self._windowed_names, self._empty = windows.names, windows.empty
+        self._aggregate = windows.at  # bound once: the per-event path reads short states through it
+        self._sliding = windows.sliding()
         # (name, 0 windowed / 1 request / 2 entity, index) in the feature set's order
         w = r = 0
         out: list[tuple[str, int, int]] = []
@@ -234,8 +190,9 @@ class IncrementalEngine:
                 out.append((f.name, 0, w))
                 w += 1
             elif isinstance(f, RequestFeature):
-                out.append((f.name, 1, r))
-                r += 1
+                if request_fields:  # else the caller's check has them: process() leaves them out
+                    out.append((f.name, 1, r))
+                    r += 1
             else:  # an entity feature: the online store supplies it
                 out.append((f.name, 2, 0))
         self._out = tuple(out)
@@ -263,8 +220,6 @@ class IncrementalEngine:
         key, t, windowed, request = r
         out: dict[str, float] = {}
         for name, kind, i in self._out:
-            if kind == 1 and not self._request:
-                continue  # request fields left to the caller's check
             out[name] = windowed[i] if kind == 0 else request[i] if kind == 1 else _NAN
         return Scored(key, t, out)
 
@@ -367,39 +322,6 @@ class IncrementalEngine:
         except ValueError as exc:
             raise InputError(f"read(): the time {exc}") from None
         return dict(zip(self._windowed_names, self._aggregate(self._settled(key), t), strict=True))
-
-    def _aggregate(self, st: KeyState | None, t: int) -> list[float]:
-        """The windows at ``t`` by bisects and C-level passes: for out-of-order events and :meth:`read`."""
-        if st is None:
-            return list(self._empty)
-        ts = st.ts
-        hi = bisect_left(ts, t)
-        if hi == 0:
-            return list(self._empty)
-        los = []  # a loop, not a comprehension: cheaper for a few windows
-        for w, hop in self._windows:
-            los.append(bisect_left(ts, (t - w) // hop * hop if hop else t - w, 0, hi))
-        cols = st.columns
-        out: list[float] = []
-        for code, wi, ci, _, empty in self._fast:
-            lo = los[wi]
-            if lo == hi:
-                out.append(empty)
-            elif code == COUNT:
-                out.append(float(hi - lo))
-            elif code == SUM:
-                out.append(math.fsum(cols[ci][lo:hi]))
-            elif code == MEAN:
-                out.append(math.fsum(cols[ci][lo:hi]) / (hi - lo))
-            elif code == MIN:
-                out.append(min(cols[ci][lo:hi]))
-            elif code == MAX:
-                out.append(max(cols[ci][lo:hi]))
-            elif code == DISTINCT:
-                out.append(float(len(set(cols[ci][lo:hi]))))
-            else:  # last: the state is ordered by (ts, seq), so the newest window event is at hi - 1
-                out.append(cols[ci][hi - 1])
-        return out
 
     def _settled(self, key: Key) -> KeyState | None:
         """``key``'s state with its deferred expiry done: what eager expiry would hold."""
